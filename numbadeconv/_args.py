@@ -1,0 +1,244 @@
+"""Validation and normalisation of the public arguments (TensorFlow's conventions).
+
+Every function raises ``TypeError`` for a wrong kind or dtype and ``ValueError`` for a wrong
+shape or value, with a message that names the argument, what was given and what is allowed.
+Normalisation of the small arguments (strides, dilations, padding, data_format) is memoised, so
+repeated calls with the same settings cost a dictionary look-up.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import os
+
+import numpy as np
+
+from . import sizes
+
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return 1 << 40
+
+
+#: Results (and the buffers the kernels need beside them) larger than the machine's memory are
+#: refused before anything is allocated.
+MAX_OUTPUT_BYTES = _physical_memory()
+
+
+def _freeze(value):
+    """A hashable stand-in for a (possibly nested) sequence or array argument."""
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _cached(func):
+    """Memoise ``func`` on a hashable form of its arguments (errors are not cached)."""
+    cached = functools.lru_cache(maxsize=512)(lambda *key: func(*(_thaw(k) for k in key)))
+
+    @functools.wraps(func)
+    def wrapper(*args):
+        try:
+            key = tuple(_freeze(a) for a in args)
+            hash(key)
+        except TypeError:
+            return func(*args)
+        return cached(*key)
+
+    return wrapper
+
+
+def _thaw(key):
+    if isinstance(key, tuple) and key[:1] == ("ndarray",):
+        return np.frombuffer(key[3], dtype=np.dtype(key[1])).reshape(key[2])
+    if isinstance(key, tuple):
+        return [_thaw(k) for k in key]
+    return key
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_list(name: str, value) -> list[int]:
+    """``value`` as a list of Python ints (a scalar int becomes a 1-list)."""
+    if _is_int(value):
+        return [int(value)]
+    if isinstance(value, np.ndarray):
+        if value.ndim > 1:
+            raise ValueError(f"{name} must be an int or a 1-D sequence of ints; got an array of "
+                             f"shape {value.shape}")
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be an int or a sequence of ints; got {value!r}")
+    if not all(_is_int(v) for v in value):
+        raise TypeError(f"{name} must contain ints only; got {value!r}")
+    return [int(v) for v in value]
+
+
+@_cached
+def channels_last(data_format) -> bool:
+    """True for ``"NHWC"``, False for ``"NCHW"``."""
+    if data_format == "NHWC":
+        return True
+    if data_format == "NCHW":
+        return False
+    raise ValueError(f"data_format must be 'NHWC' or 'NCHW'; got {data_format!r}")
+
+
+@_cached
+def spatial_pair(name: str, value, nhwc: bool, default: int | None = None) -> tuple[int, int]:
+    """Strides or dilations: an int, or 1, 2 or 4 ints (4 in the data_format's axis order)."""
+    if value is None and default is not None:
+        return (default, default)
+    values = _int_list(name, value)
+    layout = "[1, h, w, 1]" if nhwc else "[1, 1, h, w]"
+    if len(values) == 1:
+        pair = (values[0], values[0])
+    elif len(values) == 2:
+        pair = (values[0], values[1])
+    elif len(values) == 4:
+        batch, channel = (values[0], values[3]) if nhwc else (values[0], values[1])
+        if batch != 1 or channel != 1:
+            raise ValueError(f"{name} must be 1 along the batch and channel axes ({layout} for "
+                             f"{'NHWC' if nhwc else 'NCHW'}); got {values}")
+        pair = (values[1], values[2]) if nhwc else (values[2], values[3])
+    else:
+        raise ValueError(f"{name} must be an int or a sequence of 1, 2 or 4 ints "
+                         f"({layout} for {'NHWC' if nhwc else 'NCHW'}); got {values}")
+    if min(pair) < 1:
+        raise ValueError(f"{name} must be positive; got {values}")
+    return pair
+
+
+@_cached
+def padding_pair(padding, nhwc: bool) -> tuple:
+    """``"SAME"``, ``"VALID"`` or explicit pairs -> one 1-D padding per spatial axis (h, w)."""
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode not in ("SAME", "VALID"):
+            raise ValueError(f"padding must be 'SAME', 'VALID' or explicit pairs "
+                             f"[[0, 0], [top, bottom], [left, right], [0, 0]]; got {padding!r}")
+        return (mode, mode)
+    layout = ("[[0, 0], [top, bottom], [left, right], [0, 0]]" if nhwc
+              else "[[0, 0], [0, 0], [top, bottom], [left, right]]")
+    try:
+        pairs = np.asarray(padding, dtype=object)
+    except ValueError:
+        pairs = None
+    if pairs is None or pairs.shape != (4, 2):
+        raise ValueError(f"explicit padding must be 4 pairs {layout}; got {padding!r}")
+    if not all(_is_int(v) for v in pairs.ravel()):
+        raise TypeError(f"explicit padding must contain ints only; got {padding!r}")
+    pairs = [[int(a), int(b)] for a, b in pairs]
+    if min(min(p) for p in pairs) < 0:
+        raise ValueError(f"explicit padding must be non-negative; got {pairs}")
+    other = (0, 3) if nhwc else (0, 1)
+    if any(pairs[i] != [0, 0] for i in other):
+        raise ValueError(f"explicit padding must be [0, 0] along the batch and channel axes "
+                         f"({layout}); got {pairs}")
+    h, w = (1, 2) if nhwc else (2, 3)
+    return (tuple(pairs[h]), tuple(pairs[w]))
+
+
+@_cached
+def shape4(name: str, value) -> tuple[int, int, int, int]:
+    """A 4-D shape (``output_shape``, ``input_sizes``): 4 non-negative ints."""
+    values = _int_list(name, value)
+    if len(values) != 4:
+        raise ValueError(f"{name} must have 4 entries; got {values}")
+    if min(values) < 0:
+        raise ValueError(f"{name} must be non-negative; got {values}")
+    return tuple(values)
+
+
+def float_array(name: str, value) -> np.ndarray:
+    """``value`` as an ndarray of a float dtype (float16, float32 or float64), not yet converted."""
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if array.dtype not in _FLOAT_DTYPES:
+        if array.dtype.kind == "f" and array.dtype.newbyteorder("=") in _FLOAT_DTYPES:
+            return array  # non-native byte order: converted with the compute dtype
+        raise TypeError(
+            f"{name} must be a float16, float32 or float64 array; got dtype {array.dtype}. "
+            f"Cast it first, e.g. {name}.astype(np.float32)"
+        )
+    return array
+
+
+def rank4(name: str, array: np.ndarray) -> None:
+    if array.ndim != 4:
+        raise ValueError(f"{name} must be 4-D; got {array.ndim}-D with shape {array.shape}")
+
+
+def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
+    """(dtype the kernels compute in, dtype of the result): float16 is computed in float32."""
+    result = np.result_type(*(a.dtype.newbyteorder("=") for a in arrays))
+    return (np.dtype(np.float32) if result == np.float16 else result), result
+
+
+def prepared(array: np.ndarray, dtype: np.dtype, nhwc: bool) -> np.ndarray:
+    """An NHWC, C-contiguous, writeable, native ``dtype`` array with ``array``'s values.
+
+    Copies only when needed; read-only arrays are copied so that every call hits the same
+    compiled kernel (Numba specialises on read-only arrays).
+    """
+    if not nhwc:
+        array = array.transpose(0, 2, 3, 1)
+    out = np.ascontiguousarray(array, dtype=dtype)
+    if not out.flags.writeable:
+        out = out.copy()
+    return out
+
+
+def groups_of(in_channels: int, filter_in: int, filter_out: int, what: str) -> int:
+    """Number of groups: ``in_channels / filter_in``, which must divide ``filter_out`` too."""
+    if filter_in == 0:
+        if in_channels != 0:
+            raise ValueError(f"filters have 0 input channels (axis 2) but {what} has "
+                             f"{in_channels} channels")
+        return 1
+    if in_channels % filter_in:
+        raise ValueError(
+            f"{what} has {in_channels} channels, which is not a multiple of the filters' "
+            f"in_channels (filters axis 2) {filter_in}; for a grouped convolution it must be "
+            f"groups * {filter_in}"
+        )
+    groups = in_channels // filter_in
+    if groups > 1 and filter_out % groups:
+        raise ValueError(
+            f"grouped convolution with {groups} groups ({what} channels {in_channels} / filters "
+            f"axis 2 {filter_in}) needs out_channels (filters axis 3) divisible by {groups}; "
+            f"got {filter_out}"
+        )
+    return groups
+
+
+def check_output_bytes(name: str, shape, itemsize: int) -> None:
+    total = itemsize
+    for s in shape:
+        total *= s
+    if total > MAX_OUTPUT_BYTES:
+        raise ValueError(f"{name} {list(shape)} would need {total:,} bytes, more than this "
+                         f"machine's memory ({MAX_OUTPUT_BYTES:,} bytes)")
+
+
+def conv_window(axis: str, in_size: int, kernel: int, stride: int, padding, dilation: int):
+    """(out, pad_before) along one axis; ValueError when the output would be negative."""
+    out, before, _ = sizes.window(in_size, kernel, stride, padding, dilation)
+    if out < 0:
+        raise ValueError(
+            f"the input's {axis} {in_size} is too small for the filter: with "
+            f"{sizes.describe_padding(padding)} the dilated filter {axis} "
+            f"{sizes.effective_kernel(kernel, dilation)} (kernel {kernel}, dilation {dilation}) "
+            f"does not fit, so the output {axis} would be {out}"
+        )
+    return out, before

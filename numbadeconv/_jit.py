@@ -1,0 +1,102 @@
+"""How every kernel is compiled and launched: the JIT decorator, caching, threads, serialisation.
+
+Environment switches (read once, at import):
+
+``NUMBADECONV_DISABLE_CACHE=1``
+    Compile in memory only; never read or write Numba's on-disk cache.
+``NUMBA_CACHE_DIR``
+    Where Numba keeps its on-disk cache (default: ``__pycache__`` beside the package, or a user
+    directory when that is read-only). When no location is writable, kernels are compiled without a
+    cache instead of failing at import.
+``NUMBA_NUM_THREADS`` / ``NUMBA_THREADING_LAYER``
+    Numba's own: the most threads a parallel kernel may use, and the threading layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import numba
+
+logger = logging.getLogger("numbadeconv")
+
+#: Fast-math flags for the reductions: reassociation and contraction let LLVM vectorise the
+#: sums; NaN and Inf still propagate (no ``nnan``/``ninf``).
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+CACHE_ENABLED = os.environ.get("NUMBADECONV_DISABLE_CACHE", "").strip() in ("", "0")
+
+
+def kernel(*, parallel: bool) -> Callable:
+    """Compile a loops-only function with the project's Numba options.
+
+    Lazy compilation, ``cache=True`` where a cache location is writable (falling back to an
+    in-memory compile, with a DEBUG log record, where it is not).
+    """
+    options = dict(nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy")
+
+    def decorate(func: Callable) -> Callable:
+        if CACHE_ENABLED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+                logger.debug("numbadeconv: caching disabled for %s: %s", func.__name__, exc)
+        return numba.njit(**options)(func)
+
+    return decorate
+
+
+# --- threads ------------------------------------------------------------------------------------
+
+def resolve_threads(threads: int | None) -> int:
+    """The number of threads a call will use: ``threads`` or, if None, Numba's current setting."""
+    if threads is None:
+        return numba.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"threads must be None or a positive int; got {threads!r}")
+    if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"threads must be between 1 and NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}; "
+            f"got {threads}"
+        )
+    return threads
+
+
+# The workqueue threading layer aborts the process when two Python threads launch parallel
+# kernels at once. Parallel launches are therefore serialised by this lock when that layer is in
+# use. Which layer Numba picked is only known after the first parallel launch, which is made under
+# the lock.
+_launch_lock = threading.Lock()
+_layer: str | None = None
+
+
+@contextlib.contextmanager
+def parallel_launch(threads: int) -> Iterator[None]:
+    """Context for one parallel kernel launch on ``threads`` threads (thread-safe, restorable)."""
+    global _layer
+    serialise = _layer is None or _layer == "workqueue"
+    if serialise:
+        _launch_lock.acquire()
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(threads)
+        yield
+    finally:
+        numba.set_num_threads(previous)
+        if _layer is None:
+            try:
+                _layer = numba.threading_layer()
+                logger.debug("numbadeconv: Numba threading layer is %r", _layer)
+            except ValueError:  # the launch failed before any thread started
+                pass
+        if serialise:
+            _launch_lock.release()
+
+
+def threading_layer() -> str | None:
+    """The Numba threading layer in use, or None before the first parallel kernel has run."""
+    return _layer

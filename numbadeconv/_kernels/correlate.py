@@ -1,0 +1,257 @@
+"""Strided, grouped 2-D correlation over a table of phases: the one engine behind conv2d and its
+transpose.
+
+For each phase ``p`` (a row of ``phases``), every output element it owns is computed once (a
+gather: no scatter, no races)::
+
+    dst[n, r0 + m*rs, c0 + q*cs, g*cog + co] =
+        sum_{t < T, u < U, ci < cig} src[n, m*ssh + toff_h[t], (q*ssw + toff_w[u])*C + g*cig + ci]
+                                     * weight(g, co, t, u, ci)
+
+for ``m < M``, ``q < Q``, where ``src`` is ``[N, Hs, Ws*C]`` (an NHWC array with its last two axes
+merged) and ``dst`` is ``[N, Hd, Wd, Cd]``. A convolution is one phase; a stride-``s`` transpose is
+``s*s`` stride-1 phases, each with the taps that reach it. ``src`` is zero-padded so that every
+read is in bounds; the phases partition ``dst``, so every element is written exactly once (a phase
+with no taps writes zeros).
+
+``phases`` columns (int64): r0, c0, M, Q, T, U, start in ``toff_h``, start in ``toff_w``, start in
+``weights``, and ``merged`` (1 when the U taps are adjacent columns and there is one group, so that
+the taps x channels of one output pixel are one contiguous span of ``src``).
+
+Three kernels, each with a serial and a parallel (``prange`` over (image, row, phase) jobs) entry:
+
+- ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
+  spans of taps x input channels; for channel-rich problems. Weights ``[G, cog, T, U, cig]``.
+- ``vector``: one output pixel at a time, vectorised along the output channels of a group; for few
+  input channels per group. Weights ``[G, T, U, cig, cog]``.
+- ``depthwise``: one input channel per group (``cig == 1``), vectorised along all output channels.
+  Weights ``[T, U, G*cog]``.
+"""
+
+import numpy as np
+from numba import prange
+
+from .._jit import kernel
+
+N_COLUMNS = 10
+R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
+
+
+@kernel(parallel=False)
+def _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups, m_max,
+               zero, job):
+    n_phases = phases.shape[0]
+    p = job % n_phases
+    m = (job // n_phases) % m_max
+    n = job // (n_phases * m_max)
+    if m >= phases[p, M]:
+        return
+    nq = phases[p, Q]
+    nt = phases[p, T]
+    nu = phases[p, U]
+    th = phases[p, TH]
+    tw = phases[p, TW]
+    ws = phases[p, WS]
+    cig = n_ch // groups
+    cog = dst.shape[3] // groups
+    if phases[p, MERGED]:
+        n_runs = 1
+        span = nu * cig
+    else:
+        n_runs = nu
+        span = cig
+    per_tap_row = nu * cig
+    per_channel = nt * per_tap_row
+    out_row = dst[n, phases[p, R0] + m * rs]
+    col0 = phases[p, C0]
+    for g in range(groups):
+        ch0 = g * cig
+        for q0 in range(0, nq, 4):
+            q1 = min(q0 + 1, nq - 1)
+            q2 = min(q0 + 2, nq - 1)
+            q3 = min(q0 + 3, nq - 1)
+            for c0 in range(0, cog, 3):
+                c1 = min(c0 + 1, cog - 1)
+                c2 = min(c0 + 2, cog - 1)
+                wb0 = ws + (g * cog + c0) * per_channel
+                wb1 = ws + (g * cog + c1) * per_channel
+                wb2 = ws + (g * cog + c2) * per_channel
+                a00 = a01 = a02 = zero
+                a10 = a11 = a12 = zero
+                a20 = a21 = a22 = zero
+                a30 = a31 = a32 = zero
+                for t in range(nt):
+                    srow = src[n, m * ssh + toff_h[th + t]]
+                    for r in range(n_runs):
+                        col = toff_w[tw + r]
+                        o0 = (q0 * ssw + col) * n_ch + ch0
+                        o1 = (q1 * ssw + col) * n_ch + ch0
+                        o2 = (q2 * ssw + col) * n_ch + ch0
+                        o3 = (q3 * ssw + col) * n_ch + ch0
+                        wo = t * per_tap_row + r * cig
+                        x0 = srow[o0:o0 + span]
+                        x1 = srow[o1:o1 + span]
+                        x2 = srow[o2:o2 + span]
+                        x3 = srow[o3:o3 + span]
+                        w0 = weights[wb0 + wo:wb0 + wo + span]
+                        w1 = weights[wb1 + wo:wb1 + wo + span]
+                        w2 = weights[wb2 + wo:wb2 + wo + span]
+                        for i in range(span):
+                            v0 = w0[i]
+                            v1 = w1[i]
+                            v2 = w2[i]
+                            a00 += x0[i] * v0
+                            a01 += x0[i] * v1
+                            a02 += x0[i] * v2
+                            a10 += x1[i] * v0
+                            a11 += x1[i] * v1
+                            a12 += x1[i] * v2
+                            a20 += x2[i] * v0
+                            a21 += x2[i] * v1
+                            a22 += x2[i] * v2
+                            a30 += x3[i] * v0
+                            a31 += x3[i] * v1
+                            a32 += x3[i] * v2
+                co = g * cog + c0
+                n_c = min(3, cog - c0)
+                _store(out_row[col0 + q0 * cs], co, n_c, a00, a01, a02)
+                if q0 + 1 < nq:
+                    _store(out_row[col0 + q1 * cs], co, n_c, a10, a11, a12)
+                if q0 + 2 < nq:
+                    _store(out_row[col0 + q2 * cs], co, n_c, a20, a21, a22)
+                if q0 + 3 < nq:
+                    _store(out_row[col0 + q3 * cs], co, n_c, a30, a31, a32)
+
+
+@kernel(parallel=False)
+def _store(pixel, co, n_c, a0, a1, a2):
+    pixel[co] = a0
+    if n_c > 1:
+        pixel[co + 1] = a1
+    if n_c > 2:
+        pixel[co + 2] = a2
+
+
+@kernel(parallel=False)
+def _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups, m_max,
+                zero, job):
+    n_phases = phases.shape[0]
+    p = job % n_phases
+    m = (job // n_phases) % m_max
+    n = job // (n_phases * m_max)
+    if m >= phases[p, M]:
+        return
+    nq = phases[p, Q]
+    nt = phases[p, T]
+    nu = phases[p, U]
+    th = phases[p, TH]
+    tw = phases[p, TW]
+    ws = phases[p, WS]
+    cig = n_ch // groups
+    cog = dst.shape[3] // groups
+    out_row = dst[n, phases[p, R0] + m * rs]
+    col0 = phases[p, C0]
+    acc = np.empty(cog, dst.dtype)
+    for q in range(nq):
+        pixel = out_row[col0 + q * cs]
+        for g in range(groups):
+            acc[:] = zero
+            for t in range(nt):
+                srow = src[n, m * ssh + toff_h[th + t]]
+                for u in range(nu):
+                    o = (q * ssw + toff_w[tw + u]) * n_ch + g * cig
+                    wb = ws + ((g * nt + t) * nu + u) * cig * cog
+                    for ci in range(cig):
+                        xv = srow[o + ci]
+                        wv = weights[wb + ci * cog:wb + (ci + 1) * cog]
+                        for co in range(cog):
+                            acc[co] += xv * wv[co]
+            pixel[g * cog:(g + 1) * cog] = acc
+
+
+@kernel(parallel=False)
+def _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+                   m_max, zero, job):
+    n_phases = phases.shape[0]
+    p = job % n_phases
+    m = (job // n_phases) % m_max
+    n = job // (n_phases * m_max)
+    if m >= phases[p, M]:
+        return
+    nq = phases[p, Q]
+    nt = phases[p, T]
+    nu = phases[p, U]
+    th = phases[p, TH]
+    tw = phases[p, TW]
+    ws = phases[p, WS]
+    n_out = dst.shape[3]
+    mult = n_out // groups
+    out_row = dst[n, phases[p, R0] + m * rs]
+    col0 = phases[p, C0]
+    acc = np.empty(n_out, dst.dtype)
+    for q in range(nq):
+        acc[:] = zero
+        for t in range(nt):
+            srow = src[n, m * ssh + toff_h[th + t]]
+            for u in range(nu):
+                o = (q * ssw + toff_w[tw + u]) * n_ch
+                wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
+                if mult == 1:
+                    xs = srow[o:o + n_out]
+                    for c in range(n_out):
+                        acc[c] += xs[c] * wv[c]
+                else:
+                    for g in range(groups):
+                        xv = srow[o + g]
+                        for j in range(mult):
+                            acc[g * mult + j] += xv * wv[g * mult + j]
+        out_row[col0 + q * cs] = acc
+
+# --- entry points: the same jobs, run serially or over prange --------------------------------
+
+@kernel(parallel=False)
+def tiled_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+                 m_max, zero):
+    for j in range(dst.shape[0] * m_max * phases.shape[0]):
+        _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+            m_max, zero, j)
+
+
+@kernel(parallel=True)
+def tiled_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+                 m_max, zero):
+    for j in prange(dst.shape[0] * m_max * phases.shape[0]):
+        _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+            m_max, zero, j)
+
+
+@kernel(parallel=False)
+def vector_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+                  m_max, zero):
+    for j in range(dst.shape[0] * m_max * phases.shape[0]):
+        _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+            m_max, zero, j)
+
+
+@kernel(parallel=True)
+def vector_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+                  m_max, zero):
+    for j in prange(dst.shape[0] * m_max * phases.shape[0]):
+        _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+            m_max, zero, j)
+
+
+@kernel(parallel=False)
+def depthwise_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+                     m_max, zero):
+    for j in range(dst.shape[0] * m_max * phases.shape[0]):
+        _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+            m_max, zero, j)
+
+
+@kernel(parallel=True)
+def depthwise_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+                     m_max, zero):
+    for j in prange(dst.shape[0] * m_max * phases.shape[0]):
+        _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
+            m_max, zero, j)
