@@ -57,6 +57,10 @@ def _padded(a: np.ndarray, top: int, left: int, height: int, width: int) -> np.n
     return frame
 
 
+def _bias(bias, dst: np.ndarray) -> np.ndarray:
+    return np.zeros(dst.shape[3], dst.dtype) if bias is None else bias
+
+
 def _merge_last_axes(a: np.ndarray) -> np.ndarray:
     n, h, w, c = a.shape
     return a.reshape(n, h, w * c)
@@ -77,7 +81,7 @@ def _pack(kind: str, w5: np.ndarray) -> np.ndarray:
     return w5[:, :, 0].ravel()  # depthwise: [T, U, G*cog]
 
 
-def _correlate(src, dst, groups, rows, cols, w5_of, src_stride, dst_stride, threads, macs):
+def _correlate(src, dst, bias, groups, rows, cols, w5_of, src_stride, dst_stride, threads, macs):
     """Run the correlation whose phases are all pairs of ``rows`` x ``cols`` (1-D phases).
 
     A 1-D phase is ``(first, count, toffs, taps)``: ``first`` the first output index, ``count`` the
@@ -109,11 +113,14 @@ def _correlate(src, dst, groups, rows, cols, w5_of, src_stride, dst_stride, thre
     m_max = max(r[1] for r in rows)
     _launch(_CORRELATE[kind, parallel], parallel, threads, _merge_last_axes(src), weights, dst,
             phases, toff_h, toff_w, n_ch, src_stride[0], src_stride[1], dst_stride[0],
-            dst_stride[1], groups, m_max, dst.dtype.type(0))
+            dst_stride[1], groups, m_max, _bias(bias, dst))
 
 
-def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads):
-    """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``."""
+def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads, bias=None):
+    """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``.
+
+    ``bias`` (``[Cout]`` of the same dtype, or None) is added to every output pixel.
+    """
     n, _, _, c = x.shape
     fh, fw, cig, n_out = w.shape
     (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
@@ -121,14 +128,14 @@ def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads):
     if out.size == 0:
         return out
     if cig == 0:
-        out[...] = 0
+        out[...] = _bias(bias, out)
         return out
     src = _padded(x, pad[0], pad[1], (oh - 1) * sh + (fh - 1) * dh + 1,
                   (ow - 1) * sw + (fw - 1) * dw + 1)
     rows = [(0, oh, [kh * dh for kh in range(fh)], list(range(fh)))]
     cols = [(0, ow, [kw * dw for kw in range(fw)], list(range(fw)))]
     w5 = w.reshape(fh, fw, cig, groups, n_out // groups)
-    _correlate(src, out, groups, rows, cols, lambda _th, _tw: w5, stride, (1, 1), threads,
+    _correlate(src, out, bias, groups, rows, cols, lambda _th, _tw: w5, stride, (1, 1), threads,
                out.size * fh * fw * cig)
     return out
 
@@ -166,8 +173,11 @@ def _transpose_phases(size, kernel, stride, dilation, pad_before, n_src):
     return phases, before, after
 
 
-def conv2d_input_grad(dy, w, in_hw, stride, dilation, pad, groups, threads):
-    """Transpose of :func:`conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``."""
+def conv2d_input_grad(dy, w, in_hw, stride, dilation, pad, groups, threads, bias=None):
+    """Transpose of :func:`conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``.
+
+    ``bias`` (``[C]`` of the same dtype, or None) is added to every output pixel.
+    """
     n, oh, ow, n_out = dy.shape
     fh, fw, cig, _ = w.shape
     h, wd = in_hw
@@ -175,13 +185,13 @@ def conv2d_input_grad(dy, w, in_hw, stride, dilation, pad, groups, threads):
     if dx.size == 0:
         return dx
     if n_out == 0 or oh == 0 or ow == 0:
-        dx[...] = 0
+        dx[...] = _bias(bias, dx)
         return dx
     rows, top, bottom = _transpose_phases(h, fh, stride[0], dilation[0], pad[0], oh)
     cols, left, right = _transpose_phases(wd, fw, stride[1], dilation[1], pad[1], ow)
     src = _padded(dy, top, left, top + oh + bottom, left + ow + right)
     w5 = w.reshape(fh, fw, cig, groups, n_out // groups)
-    _correlate(src, dx, groups, rows, cols,
+    _correlate(src, dx, bias, groups, rows, cols,
                lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1), stride, threads,
                dy.size * fh * fw * cig)
     return dx

@@ -6,6 +6,7 @@ float32 result must lie within ~1e-4 of that (a few ulps per term), a float64 on
 """
 
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def admissible_sizes(out_size, kernel, stride, padding, dilation):
 @pytest.mark.parametrize("strides", STRIDES, ids=lambda s: f"s{s[0]}{s[1]}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_all_ops_against_reference(dtype, strides, dilations, padding, data_format):
-    rng = np.random.default_rng(hash((strides, dilations, str(padding), data_format)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((strides, dilations, padding, data_format)).encode()))
     style = ["int", "pair", "four"][(strides[0] + dilations[1]) % 3]
     s_arg = spatial_arg(strides, data_format, style)
     d_arg = spatial_arg(dilations, data_format, style)
@@ -147,7 +148,7 @@ def test_all_ops_against_reference(dtype, strides, dilations, padding, data_form
         # Just outside the admissible range is an error.
         for th in (heights[0] - 1, heights[-1] + 1):
             if th >= 0:
-                shape = shape_in_layout((n, th, tw, c), data_format)
+                shape = shape_in_layout((n, th, widths[0], c), data_format)
                 with pytest.raises(ValueError, match="output_shape"):
                     nd.conv2d_transpose(dy, k, shape, *args)
 
@@ -214,16 +215,17 @@ def four_refs(x, k, dy):
 
 
 @pytest.mark.parametrize(
-    ("x_dtype", "k_dtype", "dy_dtype", "result"),
+    ("x_dtype", "k_dtype", "dy_dtype"),
     [
-        (np.float32, np.float32, np.float32, np.float32),
-        (np.float64, np.float64, np.float64, np.float64),
-        (np.float32, np.float64, np.float32, np.float64),
-        (np.float64, np.float32, np.float64, np.float64),
-        (np.float16, np.float16, np.float16, np.float16),
+        (np.float32, np.float32, np.float32),
+        (np.float64, np.float64, np.float64),
+        (np.float32, np.float64, np.float32),
+        (np.float64, np.float32, np.float64),
+        (np.float16, np.float16, np.float16),
+        (np.float16, np.float32, np.float16),
     ],
 )
-def test_result_dtype(rng, x_dtype, k_dtype, dy_dtype, result):
+def test_result_dtype(rng, x_dtype, k_dtype, dy_dtype):
     x = rng.standard_normal((2, 5, 6, 3)).astype(x_dtype)
     k = rng.standard_normal((3, 2, 3, 2)).astype(k_dtype)
     dy = rng.standard_normal((2, 3, 3, 2)).astype(dy_dtype)
@@ -237,7 +239,6 @@ def test_result_dtype(rng, x_dtype, k_dtype, dy_dtype, result):
             "conv2d_backprop_filter": (x, dy),
         }[name]
         dtype = np.result_type(*inputs).type
-        assert dtype in (result, np.float64 if result == np.float64 else dtype)
         assert_matches(got, *refs[name], dtype, name)
 
 
@@ -292,7 +293,7 @@ def test_inputs_not_modified_and_results_are_new(rng):
     dy = rng.standard_normal((2, 3, 3, 2)).astype(np.float32)
     copies = [a.copy() for a in (x, k, dy)]
     for got in four_ops(x, k, dy).values():
-        assert got.flags.c_contiguous and got.flags.owndata and got.flags.writeable
+        assert got.flags.c_contiguous and got.flags.writeable
         for a in (x, k, dy):
             assert not np.shares_memory(got, a)
     for a, b in zip((x, k, dy), copies):

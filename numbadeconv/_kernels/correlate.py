@@ -4,12 +4,12 @@ transpose.
 For each phase ``p`` (a row of ``phases``), every output element it owns is computed once (a
 gather: no scatter, no races)::
 
-    dst[n, r0 + m*rs, c0 + q*cs, g*cog + co] =
+    dst[n, r0 + m*rs, c0 + q*cs, g*cog + co] = bias[g*cog + co] +
         sum_{t < T, u < U, ci < cig} src[n, m*ssh + toff_h[t], (q*ssw + toff_w[u])*C + g*cig + ci]
                                      * weight(g, co, t, u, ci)
 
 for ``m < M``, ``q < Q``, where ``src`` is ``[N, Hs, Ws*C]`` (an NHWC array with its last two axes
-merged) and ``dst`` is ``[N, Hd, Wd, Cd]``. A convolution is one phase; a stride-``s`` transpose is
+merged) and ``dst`` is ``[N, Hd, Wd, Cd]``; ``bias`` ``[Cd]`` is added to every output pixel. A convolution is one phase; a stride-``s`` transpose is
 ``s*s`` stride-1 phases, each with the taps that reach it. ``src`` is zero-padded so that every
 read is in bounds; the phases partition ``dst``, so every element is written exactly once (a phase
 with no taps writes zeros).
@@ -39,7 +39,7 @@ R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
 
 @kernel(parallel=False)
 def _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups, m_max,
-               zero, job):
+               bias, job):
     n_phases = phases.shape[0]
     p = job % n_phases
     m = (job // n_phases) % m_max
@@ -76,10 +76,9 @@ def _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs
                 wb0 = ws + (g * cog + c0) * per_channel
                 wb1 = ws + (g * cog + c1) * per_channel
                 wb2 = ws + (g * cog + c2) * per_channel
-                a00 = a01 = a02 = zero
-                a10 = a11 = a12 = zero
-                a20 = a21 = a22 = zero
-                a30 = a31 = a32 = zero
+                a00 = a10 = a20 = a30 = bias[g * cog + c0]
+                a01 = a11 = a21 = a31 = bias[g * cog + c1]
+                a02 = a12 = a22 = a32 = bias[g * cog + c2]
                 for t in range(nt):
                     srow = src[n, m * ssh + toff_h[th + t]]
                     for r in range(n_runs):
@@ -134,7 +133,7 @@ def _store(pixel, co, n_c, a0, a1, a2):
 
 @kernel(parallel=False)
 def _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups, m_max,
-                zero, job):
+                bias, job):
     n_phases = phases.shape[0]
     p = job % n_phases
     m = (job // n_phases) % m_max
@@ -155,7 +154,7 @@ def _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, c
     for q in range(nq):
         pixel = out_row[col0 + q * cs]
         for g in range(groups):
-            acc[:] = zero
+            acc[:] = bias[g * cog:(g + 1) * cog]
             for t in range(nt):
                 srow = src[n, m * ssh + toff_h[th + t]]
                 for u in range(nu):
@@ -171,7 +170,7 @@ def _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, c
 
 @kernel(parallel=False)
 def _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                   m_max, zero, job):
+                   m_max, bias, job):
     n_phases = phases.shape[0]
     p = job % n_phases
     m = (job // n_phases) % m_max
@@ -190,7 +189,7 @@ def _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs
     col0 = phases[p, C0]
     acc = np.empty(n_out, dst.dtype)
     for q in range(nq):
-        acc[:] = zero
+        acc[:] = bias
         for t in range(nt):
             srow = src[n, m * ssh + toff_h[th + t]]
             for u in range(nu):
@@ -211,47 +210,47 @@ def _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs
 
 @kernel(parallel=False)
 def tiled_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                 m_max, zero):
+                 m_max, bias):
     for j in range(dst.shape[0] * m_max * phases.shape[0]):
         _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, zero, j)
+            m_max, bias, j)
 
 
 @kernel(parallel=True)
 def tiled_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                 m_max, zero):
+                 m_max, bias):
     for j in prange(dst.shape[0] * m_max * phases.shape[0]):
         _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, zero, j)
+            m_max, bias, j)
 
 
 @kernel(parallel=False)
 def vector_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                  m_max, zero):
+                  m_max, bias):
     for j in range(dst.shape[0] * m_max * phases.shape[0]):
         _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, zero, j)
+            m_max, bias, j)
 
 
 @kernel(parallel=True)
 def vector_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                  m_max, zero):
+                  m_max, bias):
     for j in prange(dst.shape[0] * m_max * phases.shape[0]):
         _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, zero, j)
+            m_max, bias, j)
 
 
 @kernel(parallel=False)
 def depthwise_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                     m_max, zero):
+                     m_max, bias):
     for j in range(dst.shape[0] * m_max * phases.shape[0]):
         _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, zero, j)
+            m_max, bias, j)
 
 
 @kernel(parallel=True)
 def depthwise_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                     m_max, zero):
+                     m_max, bias):
     for j in prange(dst.shape[0] * m_max * phases.shape[0]):
         _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, zero, j)
+            m_max, bias, j)
