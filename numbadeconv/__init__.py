@@ -7,6 +7,8 @@
 (1, 5, 5, 3)
 """
 
+from . import functional
+from ._engine import warmup
 from .api import conv2d, conv2d_backprop_filter, conv2d_backprop_input, conv2d_transpose
 from .sizes import conv_output_size, transpose_output_sizes
 
@@ -18,5 +20,7 @@ __all__ = [
     "conv2d_backprop_input",
     "conv2d_transpose",
     "conv_output_size",
+    "functional",
     "transpose_output_sizes",
+    "warmup",
 ]

@@ -121,6 +121,20 @@ def spatial_pair(name: str, value, nhwc: bool, default: int | None = None) -> tu
 
 
 @_cached
+def int_pair(name: str, value, minimum: int) -> tuple[int, int]:
+    """PyTorch-style size argument: an int or 1 or 2 ints (height, width), each >= ``minimum``."""
+    values = _int_list(name, value)
+    if len(values) not in (1, 2):
+        raise ValueError(f"{name} must be an int or a pair of ints (height, width); "
+                         f"got {values}")
+    pair = (values[0], values[-1])
+    if min(pair) < minimum:
+        what = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{name} must be {what}; got {values if len(values) > 1 else pair[0]}")
+    return pair
+
+
+@_cached
 def padding_pair(padding, nhwc: bool) -> tuple:
     """``"SAME"``, ``"VALID"`` or explicit pairs -> one 1-D padding per spatial axis (h, w)."""
     if isinstance(padding, str):
