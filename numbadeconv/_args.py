@@ -32,37 +32,48 @@ def _physical_memory() -> int:
 MAX_OUTPUT_BYTES = _physical_memory()
 
 
-def _freeze(value):
-    """A hashable stand-in for a (possibly nested) sequence or array argument."""
-    if isinstance(value, np.ndarray):
-        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
+def _key(value):
+    """A hashable, type-exact stand-in for a small argument; TypeError if there is none.
+
+    Types are part of the key, so that ``True`` or ``2.0`` never hit the entry of ``1`` or ``2``.
+    """
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return value
+    if kind is tuple or kind is list:
+        if all(type(v) is int for v in value):
+            return (kind, tuple(value))
+        return (kind, tuple(map(_key, value)))
+    if isinstance(value, (bool, np.integer, np.dtype)):
+        return (kind, value)
+    raise TypeError("no key")
 
 
-def _cached(func):
-    """Memoise ``func`` on a hashable form of its arguments (errors are not cached)."""
-    cached = functools.lru_cache(maxsize=512)(lambda *key: func(*(_thaw(k) for k in key)))
+def memoised(func):
+    """Memoise ``func`` (pure, small arguments) on :func:`_key` of its arguments.
+
+    Calls with arguments that have no key (arrays, say) are not memoised; exceptions are never
+    cached, so a bad call costs its full validation every time and leaves nothing behind.
+    """
+    cache: dict = {}
 
     @functools.wraps(func)
     def wrapper(*args):
         try:
-            key = tuple(_freeze(a) for a in args)
-            hash(key)
+            key = tuple(map(_key, args))
         except TypeError:
             return func(*args)
-        return cached(*key)
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        result = func(*args)
+        if len(cache) >= 1024:
+            cache.clear()
+        cache[key] = result
+        return result
 
     return wrapper
-
-
-def _thaw(key):
-    if isinstance(key, tuple) and key[:1] == ("ndarray",):
-        return np.frombuffer(key[3], dtype=np.dtype(key[1])).reshape(key[2])
-    if isinstance(key, tuple):
-        return [_thaw(k) for k in key]
-    return key
 
 
 def _is_int(value) -> bool:
@@ -85,7 +96,6 @@ def _int_list(name: str, value) -> list[int]:
     return [int(v) for v in value]
 
 
-@_cached
 def channels_last(data_format) -> bool:
     """True for ``"NHWC"``, False for ``"NCHW"``."""
     if data_format == "NHWC":
@@ -95,7 +105,6 @@ def channels_last(data_format) -> bool:
     raise ValueError(f"data_format must be 'NHWC' or 'NCHW'; got {data_format!r}")
 
 
-@_cached
 def spatial_pair(name: str, value, nhwc: bool, default: int | None = None) -> tuple[int, int]:
     """Strides or dilations: an int, or 1, 2 or 4 ints (4 in the data_format's axis order)."""
     if value is None and default is not None:
@@ -120,7 +129,6 @@ def spatial_pair(name: str, value, nhwc: bool, default: int | None = None) -> tu
     return pair
 
 
-@_cached
 def int_pair(name: str, value, minimum: int) -> tuple[int, int]:
     """PyTorch-style size argument: an int or 1 or 2 ints (height, width), each >= ``minimum``."""
     values = _int_list(name, value)
@@ -134,7 +142,6 @@ def int_pair(name: str, value, minimum: int) -> tuple[int, int]:
     return pair
 
 
-@_cached
 def padding_pair(padding, nhwc: bool) -> tuple:
     """``"SAME"``, ``"VALID"`` or explicit pairs -> one 1-D padding per spatial axis (h, w)."""
     if isinstance(padding, str):
@@ -164,7 +171,6 @@ def padding_pair(padding, nhwc: bool) -> tuple:
     return (tuple(pairs[h]), tuple(pairs[w]))
 
 
-@_cached
 def shape4(name: str, value) -> tuple[int, int, int, int]:
     """A 4-D shape (``output_shape``, ``input_sizes``): 4 non-negative ints."""
     values = _int_list(name, value)
@@ -188,9 +194,11 @@ def float_array(name: str, value) -> np.ndarray:
     return array
 
 
-def rank4(name: str, array: np.ndarray) -> None:
-    if array.ndim != 4:
-        raise ValueError(f"{name} must be 4-D; got {array.ndim}-D with shape {array.shape}")
+def rank4(name: str, shape) -> None:
+    """ValueError unless ``shape`` (a shape tuple, or an array) is 4-D."""
+    shape = getattr(shape, "shape", shape)
+    if len(shape) != 4:
+        raise ValueError(f"{name} must be 4-D; got {len(shape)}-D with shape {tuple(shape)}")
 
 
 def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:

@@ -1,19 +1,26 @@
 """Lowering of the three operations onto the kernels: padding, phases, weight packing, dispatch.
 
-Everything here takes validated NHWC arrays of one float dtype (float32 or float64, C-contiguous)
-and plain ints, and returns a new NHWC array. Sizes are TensorFlow's (see :mod:`numbadeconv.sizes`);
-``pad`` is the (top, left) padding of the convolution's input.
+A *plan* holds everything that depends only on shapes and settings (the phase table, tap offsets,
+which kernel, the padded frame, and a gather index that packs the filters into the kernel's
+layout); plans are cached, so a repeated call costs one gather, one kernel launch and the
+allocations. Everything here takes validated NHWC arrays of one float dtype (float32 or float64,
+C-contiguous) and plain ints, and returns a new NHWC array. Sizes are TensorFlow's (see
+:mod:`numbadeconv.sizes`); ``pad`` is the (top, left) padding of the convolution's input.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numba import types
 
 from . import _jit
-from ._kernels import correlate, filter_grad as _filter_grad
+from ._kernels import correlate
+from ._kernels import filter_grad as _filter_grad
 
 #: Below this many multiply-adds a call runs serially: a parallel launch costs microseconds.
 PARALLEL_MIN_MACS = 200_000
@@ -21,55 +28,78 @@ PARALLEL_MIN_MACS = 200_000
 #: The tiled kernel pays off when a pixel's reduction span (taps x input channels) is this long.
 TILED_MIN_SPAN = 16
 
+#: At most this many channels in all (in x out per group, times groups) use the row-wise kernel.
+ROWWISE_MAX_CHANNELS = 4
+
 _CORRELATE = {
-    ("tiled", False): correlate.tiled_serial,
-    ("tiled", True): correlate.tiled_parallel,
-    ("vector", False): correlate.vector_serial,
-    ("vector", True): correlate.vector_parallel,
-    ("depthwise", False): correlate.depthwise_serial,
-    ("depthwise", True): correlate.depthwise_parallel,
+    kind: {False: getattr(correlate, f"{kind}_serial"), True: getattr(correlate, f"{kind}_parallel")}
+    for kind in ("tiled", "vector", "depthwise", "rowwise")
 }
+_FILTER_GRAD = {False: _filter_grad.filter_grad_serial, True: _filter_grad.filter_grad_parallel}
 
 
-def _use_parallel(threads: int, macs: int) -> bool:
-    return threads > 1 and macs >= PARALLEL_MIN_MACS
+def _threads_for(threads: int | None, macs: int) -> int:
+    """Threads a call of ``macs`` multiply-adds runs on (1: the serial kernels).
 
-
-def _launch(func, parallel: bool, threads: int, *args) -> None:
-    if parallel:
-        with _jit.parallel_launch(threads):
-            func(*args)
-    else:
-        func(*args)
-
-
-def _padded(a: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
-    """``a`` ``[N, H, W, C]`` placed at (top, left) in a zero ``[N, height, width, C]`` frame.
-
-    Returns ``a`` itself when it already covers the frame from its origin (the kernels then read
-    only its first ``height`` rows and ``width`` columns). Parts of ``a`` outside the frame are
-    never read and are dropped.
+    ``threads`` None means Numba's current setting, asked only when the call is large enough.
+    Serial also in a child forked from a GNU OpenMP process (see :func:`_jit.parallel_allowed`).
     """
+    if macs < PARALLEL_MIN_MACS or threads == 1 or not _jit.parallel_allowed():
+        return 1
+    return numba.get_num_threads() if threads is None else threads
+
+
+def _launch(kernels, threads: int, *args) -> None:
+    """Run ``kernels[False]`` (serial) or, on several threads, ``kernels[True]``."""
+    if threads > 1:
+        with _jit.parallel_launch(threads):
+            kernels[True](*args)
+    else:
+        kernels[False](*args)
+
+
+def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None) -> np.ndarray:
+    """``a`` ``[N, H, W, C]`` placed at (top, left) in a zero ``[N, height, width, C]`` frame,
+    with its last two axes merged; ``frame`` None means ``a`` itself (no padding needed)."""
     n, h, w, c = a.shape
-    if top == 0 and left == 0 and height <= h and width <= w:
-        return a
-    frame = np.zeros((n, height, width, c), a.dtype)
+    if frame is None:
+        return a.reshape(n, h, w * c)
+    top, left, height, width = frame
+    out = np.zeros((n, height, width, c), a.dtype)
     rows = max(0, min(h, height - top))
     cols = max(0, min(w, width - left))
-    frame[:, top:top + rows, left:left + cols] = a[:, :rows, :cols]
-    return frame
+    out[:, top:top + rows, left:left + cols] = a[:, :rows, :cols]
+    return out.reshape(n, height, width * c)
 
 
-def _bias(bias, dst: np.ndarray) -> np.ndarray:
-    return np.zeros(dst.shape[3], dst.dtype) if bias is None else bias
+def _frame(shape, top: int, left: int, height: int, width: int):
+    """The frame argument of :func:`_padded`: None when ``shape`` already covers it."""
+    _, h, w, _ = shape
+    if top == 0 and left == 0 and height <= h and width <= w:
+        return None
+    return (top, left, height, width)
 
 
-def _merge_last_axes(a: np.ndarray) -> np.ndarray:
-    n, h, w, c = a.shape
-    return a.reshape(n, h, w * c)
+# --- correlation plans ---------------------------------------------------------------------------
 
 
-def _choose_kernel(cig: int, groups: int, spans) -> str:
+@dataclass(frozen=True, eq=False)
+class CorrelationPlan:
+    """A conv2d or a transpose, lowered onto one correlation kernel launch."""
+
+    kind: str  # "tiled", "vector", "depthwise" or "rowwise"; "fill" when no tap contributes
+    out_shape: tuple[int, int, int, int]
+    frame: tuple[int, int, int, int] | None
+    phases: np.ndarray
+    toffs: np.ndarray
+    meta: np.ndarray
+    weight_index: np.ndarray  # packed weights = filters.ravel()[weight_index]
+    macs: int
+
+
+def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int]) -> str:
+    if cig * cog * groups <= ROWWISE_MAX_CHANNELS:
+        return "rowwise"
     if cig == 1 and groups > 1:
         return "depthwise"
     return "tiled" if min(spans) >= TILED_MIN_SPAN else "vector"
@@ -79,78 +109,86 @@ def _pack(kind: str, w5: np.ndarray) -> np.ndarray:
     """Flatten taps ``w5[t, u, ci, g, co]`` into the layout of ``kind``'s kernel."""
     if kind == "tiled":
         return w5.transpose(3, 4, 0, 1, 2).ravel()
-    if kind == "vector":
-        return w5.transpose(3, 0, 1, 2, 4).ravel()
-    return w5[:, :, 0].ravel()  # depthwise: [T, U, G*cog]
+    if kind == "depthwise":
+        return w5[:, :, 0].ravel()  # [T, U, G*cog]
+    return w5.transpose(3, 0, 1, 2, 4).ravel()  # vector, rowwise: [G, T, U, cig, cog]
 
 
-def _correlate(src, dst, bias, groups, rows, cols, w5_of, src_stride, dst_stride, threads, macs):
-    """Run the correlation whose phases are all pairs of ``rows`` x ``cols`` (1-D phases).
+def _correlation_plan(out_shape, n_ch, groups, frame, rows, cols, w5_of, src_stride,
+                      dst_stride, macs) -> CorrelationPlan:
+    """The plan of the correlation whose phases are all pairs of ``rows`` x ``cols``.
 
-    A 1-D phase is ``(first, count, toffs, taps)``: ``first`` the first output index, ``count`` the
-    number of outputs, ``toffs`` the source offsets of its taps (ascending) and ``taps`` their
-    kernel indices. ``w5_of(taps_h, taps_w)`` gives the weights ``[T, U, cig, G, cog]``.
+    A 1-D phase is ``(first, count, offsets, taps)``: ``first`` the first output index, ``count``
+    the number of outputs, ``offsets`` the source offsets of its taps (ascending) and ``taps``
+    their kernel indices. ``w5_of(taps_h, taps_w)`` gives the weights ``[T, U, cig, G, cog]``
+    (as any array: it is applied to an index array to build the gather index).
     """
-    n_ch = src.shape[3]
     cig = n_ch // groups
+    cog = out_shape[3] // groups
     merged = [groups == 1 and bool(np.all(np.diff(c[2]) == 1)) for c in cols]
     spans = [len(c[2]) * cig if mg else cig for c, mg in zip(cols, merged) if len(c[2])]
-    kind = _choose_kernel(cig, groups, spans or [cig])
-    toff_h = np.array([o for r in rows for o in r[2]], np.int64)
-    toff_w = np.array([o for c in cols for o in c[2]], np.int64)
+    kind = _choose_kernel(cig, cog, groups, spans or [cig])
+    toffs = [o for r in rows for o in r[2]]
+    tw = len(toffs)
     table, packed = [], []
     th = w_start = 0
     for first_r, n_r, offs_r, taps_r in rows:
-        tw = 0
+        tw_phase = tw
         for (first_c, n_c, offs_c, taps_c), mg in zip(cols, merged):
-            w = _pack(kind, w5_of(taps_r, taps_c))
-            table.append((first_r, first_c, n_r, n_c, len(offs_r), len(offs_c), th, tw, w_start,
-                          mg))
-            packed.append(w)
-            w_start += w.size
-            tw += len(offs_c)
+            index = _pack(kind, w5_of(taps_r, taps_c))
+            table.append((first_r, first_c, n_r, n_c, len(offs_r), len(offs_c), th, tw_phase,
+                          w_start, mg))
+            packed.append(index)
+            w_start += index.size
+            tw_phase += len(offs_c)
         th += len(offs_r)
-    phases = np.array(table, np.int64).reshape(-1, correlate.N_COLUMNS)
-    weights = np.concatenate(packed) if packed else np.empty(0, dst.dtype)
-    parallel = _use_parallel(threads, macs)
+    toffs += [o for c in cols for o in c[2]]
     m_max = max(r[1] for r in rows)
-    _launch(_CORRELATE[kind, parallel], parallel, threads, _merge_last_axes(src), weights, dst,
-            phases, toff_h, toff_w, n_ch, src_stride[0], src_stride[1], dst_stride[0],
-            dst_stride[1], groups, m_max, _bias(bias, dst))
+    meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, m_max)
+    return CorrelationPlan(
+        kind=kind,
+        out_shape=out_shape,
+        frame=frame,
+        phases=np.array(table, np.int64).reshape(-1, correlate.N_COLUMNS),
+        toffs=np.array(toffs, np.int64),
+        meta=np.array(meta, np.int64),
+        weight_index=np.concatenate(packed).astype(np.intp),
+        macs=macs,
+    )
 
 
-def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads, bias=None):
-    """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``.
+def _fill_plan(out_shape) -> CorrelationPlan:
+    """A plan for a result that no tap reaches: all bias (or zeros)."""
+    empty = np.empty(0, np.int64)
+    return CorrelationPlan("fill", out_shape, None, empty, empty, empty, empty.astype(np.intp), 0)
 
-    ``bias`` (``[Cout]`` of the same dtype, or None) is added to every output pixel.
-    """
-    n, _, _, c = x.shape
-    fh, fw, cig, n_out = w.shape
+
+@functools.lru_cache(maxsize=256)
+def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups) -> CorrelationPlan:
+    """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``."""
+    n, _, _, c = x_shape
+    fh, fw, cig, n_out = w_shape
     (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
-    out = np.empty((n, oh, ow, n_out), x.dtype)
-    if out.size == 0:
-        return out
-    if cig == 0:
-        out[...] = _bias(bias, out)
-        return out
-    src = _padded(x, pad[0], pad[1], (oh - 1) * sh + (fh - 1) * dh + 1,
-                  (ow - 1) * sw + (fw - 1) * dw + 1)
+    out_shape = (n, oh, ow, n_out)
+    if n * oh * ow * n_out == 0 or cig == 0:
+        return _fill_plan(out_shape)
+    frame = _frame(x_shape, pad[0], pad[1], (oh - 1) * sh + (fh - 1) * dh + 1,
+                   (ow - 1) * sw + (fw - 1) * dw + 1)
     rows = [(0, oh, [kh * dh for kh in range(fh)], list(range(fh)))]
     cols = [(0, ow, [kw * dw for kw in range(fw)], list(range(fw)))]
-    w5 = w.reshape(fh, fw, cig, groups, n_out // groups)
-    _correlate(src, out, bias, groups, rows, cols, lambda _th, _tw: w5, stride, (1, 1), threads,
-               out.size * fh * fw * cig)
-    return out
+    w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
+    return _correlation_plan(out_shape, c, groups, frame, rows, cols, lambda _th, _tw: w5,
+                             stride, (1, 1), n * oh * ow * n_out * fh * fw * cig)
 
 
 def _transpose_phases(size, kernel, stride, dilation, pad_before, n_src):
     """1-D phases of a transposed convolution along one axis, and the source padding they need.
 
     Output index ``i`` reads source index ``(i + pad_before - k*dilation) / stride`` for every tap
-    ``k`` that makes it an integer in ``[0, n_src)``. Outputs with ``(i + pad_before) % stride == rho``
-    form phase ``rho``: ``i = m*stride + rho - pad_before`` and tap ``k`` (with
+    ``k`` that makes it an integer in ``[0, n_src)``. Outputs with ``(i + pad_before) % stride ==
+    rho`` form phase ``rho``: ``i = m*stride + rho - pad_before``, and tap ``k`` (with
     ``k*dilation = rho + j*stride``) reads source ``m - j``. Taps that never land inside the
-    source are dropped. Returns ``(phases, before, after)``: source offsets in the phases are into
+    source are dropped. Returns ``(phases, before, after)``: the phases' source offsets are into
     the source padded by ``before`` in front (and ``after`` behind).
     """
     raw = []
@@ -176,78 +214,149 @@ def _transpose_phases(size, kernel, stride, dilation, pad_before, n_src):
     return phases, before, after
 
 
+@functools.lru_cache(maxsize=256)
+def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> CorrelationPlan:
+    """Transpose of :func:`plan_conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``."""
+    n, oh, ow, n_out = dy_shape
+    fh, fw, cig, _ = w_shape
+    h, wd = in_hw
+    out_shape = (n, h, wd, cig * groups)
+    if n * h * wd * cig == 0 or n_out * oh * ow == 0:
+        return _fill_plan(out_shape)
+    rows, top, bottom = _transpose_phases(h, fh, stride[0], dilation[0], pad[0], oh)
+    cols, left, right = _transpose_phases(wd, fw, stride[1], dilation[1], pad[1], ow)
+    frame = _frame(dy_shape, top, left, top + oh + bottom, left + ow + right)
+    w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
+    return _correlation_plan(out_shape, n_out, groups, frame, rows, cols,
+                             lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1),
+                             stride, n * oh * ow * n_out * fh * fw * cig)
+
+
+def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
+                  bias: np.ndarray | None, threads: int | None) -> np.ndarray:
+    """Execute ``plan`` on ``src`` (NHWC) and filters ``w``; ``bias`` ``[C_out]`` or None."""
+    dst = np.empty(plan.out_shape, src.dtype)
+    if bias is None:
+        bias = np.zeros(plan.out_shape[3], src.dtype)
+    if plan.kind == "fill":
+        dst[...] = bias
+        return dst
+    _launch(_CORRELATE[plan.kind], _threads_for(threads, plan.macs), _padded(src, plan.frame),
+            w.ravel()[plan.weight_index], dst, plan.phases, plan.toffs, plan.meta, bias)
+    return dst
+
+
+# --- filter gradient -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FilterGradPlan:
+    """The filter gradient of a conv2d, lowered onto one reduction kernel launch."""
+
+    out_shape: tuple[int, int, int, int]
+    slabs: int  # 0 when nothing contributes (the gradient is zero)
+    frame: tuple[int, int, int, int] | None
+    meta: np.ndarray
+    threads: int
+
+
+@functools.lru_cache(maxsize=256)
+def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups,
+                     threads) -> FilterGradPlan:
+    """Filter gradient of :func:`plan_conv2d`: ``x``, ``dy`` -> ``[fh, fw, C/groups, Cout]``.
+
+    ``threads`` is the count the call runs on (1: serial).
+    """
+    n, _, _, c = x_shape
+    _, oh, ow, n_out = dy_shape
+    fh, fw = kernel_hw
+    cig = c // groups
+    out_shape = (fh, fw, cig, n_out)
+    if n * oh * ow == 0 or cig == 0 or n_out == 0:
+        return FilterGradPlan(out_shape, 0, None, np.empty(0, np.int64), 1)
+    frame = _frame(x_shape, pad[0], pad[1], (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
+                   (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
+    n_rows = n * oh
+    slabs = 1
+    if threads > 1:  # split the pixel sum when taps x channel blocks alone are too few jobs
+        jobs = fh * fw * groups * -(-cig // _filter_grad.BLOCK)
+        slabs = min(n_rows, -(-4 * threads // jobs))
+    rows_per_slab = -(-n_rows // slabs)
+    slabs = -(-n_rows // rows_per_slab)
+    meta = np.array((c, stride[0], stride[1], dilation[0], dilation[1], groups, rows_per_slab),
+                    np.int64)
+    return FilterGradPlan(out_shape, slabs, frame, meta, threads)
+
+
+def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Execute ``plan`` on ``x`` and ``dy`` (NHWC)."""
+    if plan.slabs == 0:
+        return np.zeros(plan.out_shape, x.dtype)
+    part = np.empty((plan.slabs, *plan.out_shape), x.dtype)
+    _launch(_FILTER_GRAD, plan.threads, _padded(x, plan.frame), dy, part, plan.meta)
+    return part[0] if plan.slabs == 1 else part.sum(axis=0)
+
+
+# --- the operations -----------------------------------------------------------------------------
+
+
+def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads, bias=None):
+    """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``.
+
+    ``bias`` (``[Cout]`` of the same dtype, or None) is added to every output pixel.
+    """
+    plan = plan_conv2d(x.shape, w.shape, stride, dilation, pad, out_hw, groups)
+    return correlate_run(plan, x, w, bias, threads)
+
+
 def conv2d_input_grad(dy, w, in_hw, stride, dilation, pad, groups, threads, bias=None):
     """Transpose of :func:`conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``.
 
     ``bias`` (``[C]`` of the same dtype, or None) is added to every output pixel.
     """
-    n, oh, ow, n_out = dy.shape
-    fh, fw, cig, _ = w.shape
-    h, wd = in_hw
-    dx = np.empty((n, h, wd, cig * groups), dy.dtype)
-    if dx.size == 0:
-        return dx
-    if n_out == 0 or oh == 0 or ow == 0:
-        dx[...] = _bias(bias, dx)
-        return dx
-    rows, top, bottom = _transpose_phases(h, fh, stride[0], dilation[0], pad[0], oh)
-    cols, left, right = _transpose_phases(wd, fw, stride[1], dilation[1], pad[1], ow)
-    src = _padded(dy, top, left, top + oh + bottom, left + ow + right)
-    w5 = w.reshape(fh, fw, cig, groups, n_out // groups)
-    _correlate(src, dx, bias, groups, rows, cols,
-               lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1), stride, threads,
-               dy.size * fh * fw * cig)
-    return dx
+    plan = plan_input_grad(dy.shape, w.shape, in_hw, stride, dilation, pad, groups)
+    return correlate_run(plan, dy, w, bias, threads)
 
 
 def conv2d_filter_grad(x, dy, kernel_hw, stride, dilation, pad, groups, threads):
     """Filter gradient of :func:`conv2d`: ``x``, ``dy`` -> ``[fh, fw, C/groups, Cout]``."""
     n, _, _, c = x.shape
-    _, oh, ow, n_out = dy.shape
-    fh, fw = kernel_hw
-    cig = c // groups
-    if n * oh * ow == 0 or cig == 0 or n_out == 0:
-        return np.zeros((fh, fw, cig, n_out), x.dtype)
-    src = _padded(x, pad[0], pad[1], (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
-                  (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
-    macs = dy.size * fh * fw * cig
-    parallel = _use_parallel(threads, macs)
-    n_rows = n * oh
-    slabs = 1
-    if parallel:  # split the pixel sum when taps x channel blocks alone are too few jobs
-        jobs = fh * fw * groups * -(-cig // _filter_grad.BLOCK)
-        slabs = min(n_rows, -(-4 * threads // jobs))
-    rows_per_slab = -(-n_rows // slabs)
-    slabs = -(-n_rows // rows_per_slab)
-    part = np.empty((slabs, fh, fw, cig, n_out), x.dtype)
-    func = _filter_grad.filter_grad_parallel if parallel else _filter_grad.filter_grad_serial
-    _launch(func, parallel, threads, _merge_last_axes(src), dy, part, c, stride[0], stride[1],
-            dilation[0], dilation[1], groups, rows_per_slab, x.dtype.type(0))
-    return part[0] if slabs == 1 else part.sum(axis=0)
+    macs = dy.size * kernel_hw[0] * kernel_hw[1] * (c // groups)
+    plan = plan_filter_grad(x.shape, dy.shape, kernel_hw, stride, dilation, pad, groups,
+                            _threads_for(threads, macs))
+    return filter_grad_run(plan, x, dy)
+
+
+# --- ahead-of-time compilation -------------------------------------------------------------------
 
 
 def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
-    """Compile (or load from the on-disk cache) every kernel for ``dtypes``; seconds per dtype.
+    """Compile (or load from the on-disk cache) every kernel for ``dtypes``.
 
     Compiles by explicit signature: exactly the specialisations the operations call.
+
+    Parameters
+    ----------
+    dtypes : sequence of {"float32", "float64"}
+
+    Returns
+    -------
+    dict
+        Seconds spent per dtype (compiling, or loading from the cache).
     """
     timings = {}
-    i64 = types.int64
+    i64 = types.Array(types.int64, 1, "C")
     for name in dtypes:
         dtype = np.dtype(name)
         if dtype not in (np.float32, np.float64):
-            raise ValueError(f"warmup dtypes must be float32 or float64; got {name!r}")
+            raise ValueError(f"warmup dtypes must be 'float32' or 'float64'; got {name!r}")
         f = types.float32 if dtype == np.float32 else types.float64
         start = time.perf_counter()
-        correlate_sig = (types.Array(f, 3, "C"), types.Array(f, 1, "C"), types.Array(f, 4, "C"),
-                         types.Array(i64, 2, "C"), types.Array(i64, 1, "C"),
-                         types.Array(i64, 1, "C"), i64, i64, i64, i64, i64, i64, i64,
-                         types.Array(f, 1, "C"))
-        for func in _CORRELATE.values():
-            func.compile(correlate_sig)
-        grad_sig = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"),
-                    i64, i64, i64, i64, i64, i64, i64, f)
-        _filter_grad.filter_grad_serial.compile(grad_sig)
-        _filter_grad.filter_grad_parallel.compile(grad_sig)
+        for func in (k for pair in _CORRELATE.values() for k in pair.values()):
+            func.compile((types.Array(f, 3, "C"), types.Array(f, 1, "C"), types.Array(f, 4, "C"),
+                          types.Array(types.int64, 2, "C"), i64, i64, types.Array(f, 1, "C")))
+        for func in _FILTER_GRAD.values():
+            func.compile((types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"),
+                          i64))
         timings[dtype.name] = time.perf_counter() - start
     return timings

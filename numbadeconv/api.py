@@ -46,18 +46,17 @@ def _finish(out: np.ndarray, result_dtype: np.dtype, nhwc: bool) -> np.ndarray:
     return out
 
 
-def _nhwc_shape(array: np.ndarray, nhwc: bool) -> tuple[int, int, int, int]:
-    n, a, b, c = array.shape
+def _nhwc(shape, nhwc: bool) -> tuple[int, int, int, int]:
+    """A 4-D shape in NHWC order."""
+    n, a, b, c = shape
     return (n, a, b, c) if nhwc else (n, b, c, a)
 
 
-def _filters(name: str, value) -> np.ndarray:
-    w = _args.float_array(name, value)
-    _args.rank4(name, w)
-    if w.shape[0] == 0 or w.shape[1] == 0:
+def _filters_shape(name: str, shape) -> None:
+    _args.rank4(name, shape)
+    if shape[0] == 0 or shape[1] == 0:
         raise ValueError(f"{name} must have a height and width of at least 1 "
-                         f"([height, width, in, out]); got shape {w.shape}")
-    return w
+                         f"([height, width, in, out]); got shape {shape}")
 
 
 def _sizes_text(admissible: range, axis: str) -> str:
@@ -133,42 +132,65 @@ def conv2d(
            [18., 27., 18.],
            [12., 18., 12.]])
     """
-    nhwc = _args.channels_last(data_format)
     x = _args.float_array("input", input)
-    _args.rank4("input", x)
-    w = _filters("filters", filters)
+    w = _args.float_array("filters", filters)
+    dtype, result = _args.compute_dtype(x, w)
+    nhwc, stride, dilation, pad, out_hw, groups = _conv2d_geometry(
+        x.shape, w.shape, strides, padding, data_format, dilations, dtype)
+    out = _engine.conv2d(_args.prepared(x, dtype, nhwc), _args.prepared(w, dtype, True), stride,
+                         dilation, pad, out_hw, groups, _jit.resolve_threads(threads))
+    return _finish(out, result, nhwc)
+
+
+@_args.memoised
+def _conv2d_geometry(x_shape, w_shape, strides, padding, data_format, dilations, dtype):
+    """Validated settings of a conv2d: (nhwc, stride, dilation, pad, out_hw, groups)."""
+    nhwc = _args.channels_last(data_format)
+    _args.rank4("input", x_shape)
+    _filters_shape("filters", w_shape)
     stride = _args.spatial_pair("strides", strides, nhwc)
     dilation = _args.spatial_pair("dilations", dilations, nhwc, 1)
     pads = _args.padding_pair(padding, nhwc)
-    n, h, wd, c = _nhwc_shape(x, nhwc)
-    fh, fw, f_in, f_out = w.shape
+    n, h, wd, c = _nhwc(x_shape, nhwc)
+    fh, fw, f_in, f_out = w_shape
     groups = _args.groups_of(c, f_in, f_out, "input")
     oh, pt = _args.conv_window("height", h, fh, stride[0], pads[0], dilation[0])
     ow, pl = _args.conv_window("width", wd, fw, stride[1], pads[1], dilation[1])
-    dtype, result = _args.compute_dtype(x, w)
     _args.check_output_bytes("output", (n, oh, ow, f_out), dtype.itemsize)
-    threads = _jit.resolve_threads(threads)
-    out = _engine.conv2d(_args.prepared(x, dtype, nhwc), _args.prepared(w, dtype, True),
-                         stride, dilation, (pt, pl), (oh, ow), groups, threads)
-    return _finish(out, result, nhwc)
+    return nhwc, stride, dilation, (pt, pl), (oh, ow), groups
 
 
 def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding, data_format,
                 dilations, threads):
-    nhwc = _args.channels_last(data_format)
     y = _args.float_array(dy_name, dy)
-    _args.rank4(dy_name, y)
-    w = _filters("filters", filters)
+    w = _args.float_array("filters", filters)
+    dtype, result = _args.compute_dtype(y, w)
+    nhwc, stride, dilation, pad, in_hw, groups = _input_grad_geometry(
+        shape_name, output_shape, w.shape, dy_name, y.shape, strides, padding, data_format,
+        dilations, dtype)
+    out = _engine.conv2d_input_grad(_args.prepared(y, dtype, nhwc), _args.prepared(w, dtype, True),
+                                    in_hw, stride, dilation, pad, groups,
+                                    _jit.resolve_threads(threads))
+    return _finish(out, result, nhwc)
+
+
+@_args.memoised
+def _input_grad_geometry(shape_name, output_shape, w_shape, dy_name, y_shape, strides, padding,
+                         data_format, dilations, dtype):
+    """Validated settings of a transpose: (nhwc, stride, dilation, pad, out_hw, groups)."""
+    nhwc = _args.channels_last(data_format)
+    _args.rank4(dy_name, y_shape)
+    _filters_shape("filters", w_shape)
     shape = _args.shape4(shape_name, output_shape)
     stride = _args.spatial_pair("strides", strides, nhwc)
     dilation = _args.spatial_pair("dilations", dilations, nhwc, 1)
     pads = _args.padding_pair(padding, nhwc)
-    n, h, wd, c = shape if nhwc else (shape[0], shape[2], shape[3], shape[1])
-    ny, hy, wy, cy = _nhwc_shape(y, nhwc)
-    fh, fw, f_out, f_in = w.shape
+    n, h, wd, c = _nhwc(shape, nhwc)
+    ny, hy, wy, cy = _nhwc(y_shape, nhwc)
+    fh, fw, f_out, f_in = w_shape
     if ny != n:
         raise ValueError(f"{shape_name} has batch {n} but {dy_name} has batch {ny}")
-    groups = _args.groups_of(c, f_out, f_in, f"{shape_name}")
+    groups = _args.groups_of(c, f_out, f_in, shape_name)
     if cy != f_in:
         raise ValueError(f"{dy_name} has {cy} channels but the filters' in_channels (axis 3) "
                          f"is {f_in}; they must match")
@@ -176,13 +198,8 @@ def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding
                            dilation[0])
     pl = _check_admissible(shape_name, "width", wd, wy, dy_name, fw, stride[1], pads[1],
                            dilation[1])
-    dtype, result = _args.compute_dtype(y, w)
     _args.check_output_bytes(shape_name, shape, dtype.itemsize)
-    threads = _jit.resolve_threads(threads)
-    out = _engine.conv2d_input_grad(_args.prepared(y, dtype, nhwc),
-                                    _args.prepared(w, dtype, True), (h, wd), stride, dilation,
-                                    (pt, pl), groups, threads)
-    return _finish(out, result, nhwc)
+    return nhwc, stride, dilation, (pt, pl), (h, wd), groups
 
 
 def conv2d_transpose(
@@ -313,11 +330,24 @@ def conv2d_backprop_filter(
            [6., 9., 6.],
            [4., 6., 4.]])
     """
-    nhwc = _args.channels_last(data_format)
     x = _args.float_array("input", input)
-    _args.rank4("input", x)
     dy = _args.float_array("out_backprop", out_backprop)
-    _args.rank4("out_backprop", dy)
+    dtype, result = _args.compute_dtype(x, dy)
+    nhwc, stride, dilation, pad, kernel_hw, groups = _filter_grad_geometry(
+        x.shape, filter_sizes, dy.shape, strides, padding, data_format, dilations)
+    out = _engine.conv2d_filter_grad(_args.prepared(x, dtype, nhwc),
+                                     _args.prepared(dy, dtype, nhwc), kernel_hw, stride, dilation,
+                                     pad, groups, _jit.resolve_threads(threads))
+    return _finish(out, result, True)
+
+
+@_args.memoised
+def _filter_grad_geometry(x_shape, filter_sizes, dy_shape, strides, padding, data_format,
+                          dilations):
+    """Validated settings of a filter gradient: (nhwc, stride, dilation, pad, kernel_hw, groups)."""
+    nhwc = _args.channels_last(data_format)
+    _args.rank4("input", x_shape)
+    _args.rank4("out_backprop", dy_shape)
     fh, fw, f_in, f_out = _args.shape4("filter_sizes", filter_sizes)
     if fh == 0 or fw == 0:
         raise ValueError(f"filter_sizes must have a height and width of at least 1; "
@@ -325,8 +355,8 @@ def conv2d_backprop_filter(
     stride = _args.spatial_pair("strides", strides, nhwc)
     dilation = _args.spatial_pair("dilations", dilations, nhwc, 1)
     pads = _args.padding_pair(padding, nhwc)
-    n, h, wd, c = _nhwc_shape(x, nhwc)
-    ny, hy, wy, cy = _nhwc_shape(dy, nhwc)
+    n, h, wd, c = _nhwc(x_shape, nhwc)
+    ny, hy, wy, cy = _nhwc(dy_shape, nhwc)
     groups = _args.groups_of(c, f_in, f_out, "input")
     if ny != n:
         raise ValueError(f"out_backprop has batch {ny} but input has batch {n}")
@@ -339,9 +369,4 @@ def conv2d_backprop_filter(
         raise ValueError(f"out_backprop is {hy}x{wy} (height x width) but conv2d of the "
                          f"{h}x{wd} input with these filter_sizes, strides, padding and "
                          f"dilations gives {oh}x{ow}")
-    dtype, result = _args.compute_dtype(x, dy)
-    threads = _jit.resolve_threads(threads)
-    out = _engine.conv2d_filter_grad(_args.prepared(x, dtype, nhwc),
-                                     _args.prepared(dy, dtype, nhwc), (fh, fw), stride, dilation,
-                                     (pt, pl), groups, threads)
-    return _finish(out, result, True)
+    return nhwc, stride, dilation, (pt, pl), (fh, fw), groups

@@ -5,20 +5,23 @@ For each phase ``p`` (a row of ``phases``), every output element it owns is comp
 gather: no scatter, no races)::
 
     dst[n, r0 + m*rs, c0 + q*cs, g*cog + co] = bias[g*cog + co] +
-        sum_{t < T, u < U, ci < cig} src[n, m*ssh + toff_h[t], (q*ssw + toff_w[u])*C + g*cig + ci]
-                                     * weight(g, co, t, u, ci)
+        sum_{t < T, u < U, ci < cig} src[n, m*ssh + toffs[TH + t], (q*ssw + toffs[TW + u])*C
+                                         + g*cig + ci] * weight(g, co, t, u, ci)
 
 for ``m < M``, ``q < Q``, where ``src`` is ``[N, Hs, Ws*C]`` (an NHWC array with its last two axes
-merged) and ``dst`` is ``[N, Hd, Wd, Cd]``; ``bias`` ``[Cd]`` is added to every output pixel. A convolution is one phase; a stride-``s`` transpose is
+merged) and ``dst`` is ``[N, Hd, Wd, Cd]``. A convolution is one phase; a stride-``s`` transpose is
 ``s*s`` stride-1 phases, each with the taps that reach it. ``src`` is zero-padded so that every
 read is in bounds; the phases partition ``dst``, so every element is written exactly once (a phase
-with no taps writes zeros).
+with no taps writes the bias).
 
-``phases`` columns (int64): r0, c0, M, Q, T, U, start in ``toff_h``, start in ``toff_w``, start in
-``weights``, and ``merged`` (1 when the U taps are adjacent columns and there is one group, so that
-the taps x channels of one output pixel are one contiguous span of ``src``).
+``phases`` columns (int64): r0, c0, M, Q, T, U, TH and TW (where the phase's row and column tap
+offsets start in ``toffs``), WS (where its weights start in ``weights``), and MERGED (1 when the U
+taps are adjacent columns and there is one group, so that the taps x channels of one output pixel
+are one contiguous span of ``src``). ``meta`` (int64) is ``[C, ssh, ssw, rs, cs, groups, m_max]``,
+``m_max`` the largest M.
 
-Three kernels, each with a serial and a parallel (``prange`` over (image, row, phase) jobs) entry:
+Four kernels, each with a serial and a parallel entry (``prange`` over (image, row, phase) jobs,
+phases innermost so that uneven phases spread over the threads):
 
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
   spans of taps x input channels; for channel-rich problems. Weights ``[G, cog, T, U, cig]``.
@@ -26,6 +29,8 @@ Three kernels, each with a serial and a parallel (``prange`` over (image, row, p
   input channels per group. Weights ``[G, T, U, cig, cog]``.
 - ``depthwise``: one input channel per group (``cig == 1``), vectorised along all output channels.
   Weights ``[T, U, G*cog]``.
+- ``rowwise``: one output channel at a time, vectorised along the pixels of a row; for very few
+  channels (a single-channel image). Weights ``[G, T, U, cig, cog]``.
 """
 
 import numpy as np
@@ -38,8 +43,9 @@ R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
 
 
 @kernel(parallel=False)
-def _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups, m_max,
-               bias, job):
+def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
+    n_ch, ssh, ssw, rs, cs, groups, m_max = (meta[0], meta[1], meta[2], meta[3], meta[4], meta[5],
+                                             meta[6])
     n_phases = phases.shape[0]
     p = job % n_phases
     m = (job // n_phases) % m_max
@@ -80,9 +86,9 @@ def _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs
                 a01 = a11 = a21 = a31 = bias[g * cog + c1]
                 a02 = a12 = a22 = a32 = bias[g * cog + c2]
                 for t in range(nt):
-                    srow = src[n, m * ssh + toff_h[th + t]]
+                    srow = src[n, m * ssh + toffs[th + t]]
                     for r in range(n_runs):
-                        col = toff_w[tw + r]
+                        col = toffs[tw + r]
                         o0 = (q0 * ssw + col) * n_ch + ch0
                         o1 = (q1 * ssw + col) * n_ch + ch0
                         o2 = (q2 * ssw + col) * n_ch + ch0
@@ -132,8 +138,9 @@ def _store(pixel, co, n_c, a0, a1, a2):
 
 
 @kernel(parallel=False)
-def _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups, m_max,
-                bias, job):
+def _vector_job(src, weights, dst, phases, toffs, meta, bias, job):
+    n_ch, ssh, ssw, rs, cs, groups, m_max = (meta[0], meta[1], meta[2], meta[3], meta[4], meta[5],
+                                             meta[6])
     n_phases = phases.shape[0]
     p = job % n_phases
     m = (job // n_phases) % m_max
@@ -156,9 +163,9 @@ def _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, c
         for g in range(groups):
             acc[:] = bias[g * cog:(g + 1) * cog]
             for t in range(nt):
-                srow = src[n, m * ssh + toff_h[th + t]]
+                srow = src[n, m * ssh + toffs[th + t]]
                 for u in range(nu):
-                    o = (q * ssw + toff_w[tw + u]) * n_ch + g * cig
+                    o = (q * ssw + toffs[tw + u]) * n_ch + g * cig
                     wb = ws + ((g * nt + t) * nu + u) * cig * cog
                     for ci in range(cig):
                         xv = srow[o + ci]
@@ -169,8 +176,9 @@ def _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, c
 
 
 @kernel(parallel=False)
-def _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                   m_max, bias, job):
+def _depthwise_job(src, weights, dst, phases, toffs, meta, bias, job):
+    n_ch, ssh, ssw, rs, cs, groups, m_max = (meta[0], meta[1], meta[2], meta[3], meta[4], meta[5],
+                                             meta[6])
     n_phases = phases.shape[0]
     p = job % n_phases
     m = (job // n_phases) % m_max
@@ -191,9 +199,9 @@ def _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs
     for q in range(nq):
         acc[:] = bias
         for t in range(nt):
-            srow = src[n, m * ssh + toff_h[th + t]]
+            srow = src[n, m * ssh + toffs[th + t]]
             for u in range(nu):
-                o = (q * ssw + toff_w[tw + u]) * n_ch
+                o = (q * ssw + toffs[tw + u]) * n_ch
                 wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
                 if mult == 1:
                     xs = srow[o:o + n_out]
@@ -206,51 +214,93 @@ def _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs
                             acc[g * mult + j] += xv * wv[g * mult + j]
         out_row[col0 + q * cs] = acc
 
-# --- entry points: the same jobs, run serially or over prange --------------------------------
-
-@kernel(parallel=False)
-def tiled_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                 m_max, bias):
-    for j in range(dst.shape[0] * m_max * phases.shape[0]):
-        _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, bias, j)
-
-
-@kernel(parallel=True)
-def tiled_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                 m_max, bias):
-    for j in prange(dst.shape[0] * m_max * phases.shape[0]):
-        _tiled_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, bias, j)
 
 
 @kernel(parallel=False)
-def vector_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                  m_max, bias):
-    for j in range(dst.shape[0] * m_max * phases.shape[0]):
-        _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, bias, j)
+def _rowwise_job(src, weights, dst, phases, toffs, meta, bias, job):
+    n_ch, ssh, ssw, rs, cs, groups, m_max = (meta[0], meta[1], meta[2], meta[3], meta[4], meta[5],
+                                             meta[6])
+    n_phases = phases.shape[0]
+    p = job % n_phases
+    m = (job // n_phases) % m_max
+    n = job // (n_phases * m_max)
+    if m >= phases[p, M]:
+        return
+    nq = phases[p, Q]
+    nt = phases[p, T]
+    nu = phases[p, U]
+    th = phases[p, TH]
+    tw = phases[p, TW]
+    ws = phases[p, WS]
+    cig = n_ch // groups
+    cog = dst.shape[3] // groups
+    out_row = dst[n, phases[p, R0] + m * rs]
+    col0 = phases[p, C0]
+    step = ssw * n_ch
+    acc = np.empty(nq, dst.dtype)
+    for g in range(groups):
+        for co in range(cog):
+            acc[:] = bias[g * cog + co]
+            for t in range(nt):
+                srow = src[n, m * ssh + toffs[th + t]]
+                for u in range(nu):
+                    o = toffs[tw + u] * n_ch + g * cig
+                    wb = ws + ((g * nt + t) * nu + u) * cig * cog + co
+                    for ci in range(cig):
+                        wv = weights[wb + ci * cog]
+                        xs = srow[o + ci:o + ci + (nq - 1) * step + 1:step]
+                        for q in range(nq):
+                            acc[q] += xs[q] * wv
+            for q in range(nq):
+                out_row[col0 + q * cs, g * cog + co] = acc[q]
 
 
-@kernel(parallel=True)
-def vector_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                  m_max, bias):
-    for j in prange(dst.shape[0] * m_max * phases.shape[0]):
-        _vector_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, bias, j)
+# --- entry points: the same jobs, run serially or over prange ------------------------------------
 
 
 @kernel(parallel=False)
-def depthwise_serial(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                     m_max, bias):
-    for j in range(dst.shape[0] * m_max * phases.shape[0]):
-        _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, bias, j)
+def tiled_serial(src, weights, dst, phases, toffs, meta, bias):
+    for j in range(dst.shape[0] * meta[6] * phases.shape[0]):
+        _tiled_job(src, weights, dst, phases, toffs, meta, bias, j)
 
 
 @kernel(parallel=True)
-def depthwise_parallel(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-                     m_max, bias):
-    for j in prange(dst.shape[0] * m_max * phases.shape[0]):
-        _depthwise_job(src, weights, dst, phases, toff_h, toff_w, n_ch, ssh, ssw, rs, cs, groups,
-            m_max, bias, j)
+def tiled_parallel(src, weights, dst, phases, toffs, meta, bias):
+    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
+        _tiled_job(src, weights, dst, phases, toffs, meta, bias, j)
+
+
+@kernel(parallel=False)
+def vector_serial(src, weights, dst, phases, toffs, meta, bias):
+    for j in range(dst.shape[0] * meta[6] * phases.shape[0]):
+        _vector_job(src, weights, dst, phases, toffs, meta, bias, j)
+
+
+@kernel(parallel=True)
+def vector_parallel(src, weights, dst, phases, toffs, meta, bias):
+    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
+        _vector_job(src, weights, dst, phases, toffs, meta, bias, j)
+
+
+@kernel(parallel=False)
+def depthwise_serial(src, weights, dst, phases, toffs, meta, bias):
+    for j in range(dst.shape[0] * meta[6] * phases.shape[0]):
+        _depthwise_job(src, weights, dst, phases, toffs, meta, bias, j)
+
+
+@kernel(parallel=True)
+def depthwise_parallel(src, weights, dst, phases, toffs, meta, bias):
+    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
+        _depthwise_job(src, weights, dst, phases, toffs, meta, bias, j)
+
+
+@kernel(parallel=False)
+def rowwise_serial(src, weights, dst, phases, toffs, meta, bias):
+    for j in range(dst.shape[0] * meta[6] * phases.shape[0]):
+        _rowwise_job(src, weights, dst, phases, toffs, meta, bias, j)
+
+
+@kernel(parallel=True)
+def rowwise_parallel(src, weights, dst, phases, toffs, meta, bias):
+    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
+        _rowwise_job(src, weights, dst, phases, toffs, meta, bias, j)

@@ -7,7 +7,8 @@
             src[n, oh*sh + kh*dh, (ow*sw + kw*dw)*C + g*cig + ci] * dy[n, oh, ow, g*cog + co]
 
 ``src`` is the zero-padded NHWC input with its last two axes merged (``[N, Hs, Ws*C]``), ``dy`` the
-output gradient ``[N, OH, OW, Cout]``. Each job owns one slab ``s`` (a range of ``rows_per_slab``
+output gradient ``[N, OH, OW, Cout]``, ``meta`` (int64) ``[C, sh, sw, dh, dw, groups,
+rows_per_slab]``. Each job owns one slab ``s`` (a range of ``rows_per_slab``
 rows of the N*OH output rows), one tap, one group and a block of 4 input channels, and writes only
 its own part of ``out`` ``[S, fh, fw, cig, Cout]``: threads never share an output element, and the
 caller sums the slabs.
@@ -22,7 +23,9 @@ BLOCK = 4
 
 
 @kernel(parallel=False)
-def _job(src, dy, out, n_ch, sh, sw, dh, dw, groups, rows_per_slab, zero, job):
+def _job(src, dy, out, meta, job):
+    n_ch, sh, sw, dh, dw, groups, rows_per_slab = (meta[0], meta[1], meta[2], meta[3], meta[4],
+                                                   meta[5], meta[6])
     fh = out.shape[1]
     fw = out.shape[2]
     cig = out.shape[3]
@@ -39,7 +42,7 @@ def _job(src, dy, out, n_ch, sh, sw, dh, dw, groups, rows_per_slab, zero, job):
     i2 = ci0 + min(2, n_ci - 1)
     i3 = ci0 + min(3, n_ci - 1)
     acc = np.empty((BLOCK, cog), out.dtype)
-    acc[:] = zero
+    acc[:] = 0.0
     acc0 = acc[0]
     acc1 = acc[1]
     acc2 = acc[2]
@@ -70,16 +73,16 @@ def _job(src, dy, out, n_ch, sh, sw, dh, dw, groups, rows_per_slab, zero, job):
 
 
 @kernel(parallel=False)
-def filter_grad_serial(src, dy, out, n_ch, sh, sw, dh, dw, groups, rows_per_slab, zero):
-    n_jobs = out.shape[0] * out.shape[1] * out.shape[2] * groups
+def filter_grad_serial(src, dy, out, meta):
+    n_jobs = out.shape[0] * out.shape[1] * out.shape[2] * meta[5]
     n_jobs *= (out.shape[3] + BLOCK - 1) // BLOCK
     for j in range(n_jobs):
-        _job(src, dy, out, n_ch, sh, sw, dh, dw, groups, rows_per_slab, zero, j)
+        _job(src, dy, out, meta, j)
 
 
 @kernel(parallel=True)
-def filter_grad_parallel(src, dy, out, n_ch, sh, sw, dh, dw, groups, rows_per_slab, zero):
-    n_jobs = out.shape[0] * out.shape[1] * out.shape[2] * groups
+def filter_grad_parallel(src, dy, out, meta):
+    n_jobs = out.shape[0] * out.shape[1] * out.shape[2] * meta[5]
     n_jobs *= (out.shape[3] + BLOCK - 1) // BLOCK
     for j in prange(n_jobs):
-        _job(src, dy, out, n_ch, sh, sw, dh, dw, groups, rows_per_slab, zero, j)
+        _job(src, dy, out, meta, j)
