@@ -10,6 +10,12 @@ Environment switches (read once, at import):
     cache instead of failing at import.
 ``NUMBA_NUM_THREADS`` / ``NUMBA_THREADING_LAYER``
     Numba's own: the most threads a parallel kernel may use, and the threading layer.
+
+Fork: a child forked from a process whose Numba threading layer is GNU OpenMP (``omp`` with
+libgomp, the PyPI wheel's default on Linux) would be terminated by Numba at its first parallel
+launch ("fork() called from a process already using GNU OpenMP"); in such a child every call runs
+the serial kernels instead (see :func:`parallel_allowed`). Other layers (``tbb``, ``workqueue``,
+Intel or LLVM OpenMP) keep their parallel kernels after fork.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import numba
+import numpy as np
 
 logger = logging.getLogger("numbadeconv")
 
@@ -52,18 +59,18 @@ def kernel(*, parallel: bool) -> Callable:
 
 # --- threads ------------------------------------------------------------------------------------
 
-def resolve_threads(threads: int | None) -> int:
-    """The number of threads a call will use: ``threads`` or, if None, Numba's current setting."""
+def resolve_threads(threads: int | None) -> int | None:
+    """Validate a ``threads=`` argument: None (Numba's current setting) or 1..NUMBA_NUM_THREADS."""
     if threads is None:
-        return numba.get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int):
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
         raise TypeError(f"threads must be None or a positive int; got {threads!r}")
     if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(
             f"threads must be between 1 and NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}; "
             f"got {threads}"
         )
-    return threads
+    return int(threads)
 
 
 # The workqueue threading layer aborts the process when two Python threads launch parallel
@@ -100,3 +107,44 @@ def parallel_launch(threads: int) -> Iterator[None]:
 def threading_layer() -> str | None:
     """The Numba threading layer in use, or None before the first parallel kernel has run."""
     return _layer
+
+
+# --- fork ---------------------------------------------------------------------------------------
+
+_forked_from_gnu_openmp = False
+
+
+def _gnu_openmp_in_use() -> bool:
+    """Whether Numba has started its threading layer and that layer is GNU OpenMP (libgomp)."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # not started: a child may start any layer itself
+        return False
+    if layer != "omp":
+        return False
+    try:
+        from numba.np.ufunc import omppool
+    except ImportError:  # pragma: no cover - the layer is omp, so the module was loaded
+        return True
+    return getattr(omppool, "openmp_vendor", "GNU") == "GNU"
+
+
+def _after_fork_in_child() -> None:
+    global _launch_lock, _forked_from_gnu_openmp
+    # Another thread of the parent may have held the lock at fork time; it does not exist here.
+    _launch_lock = threading.Lock()
+    if _gnu_openmp_in_use():
+        _forked_from_gnu_openmp = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def parallel_allowed() -> bool:
+    """False in a process forked from one whose threading layer is GNU OpenMP: there Numba
+    terminates the process at the first parallel launch, so the caller must run serial kernels."""
+    if _forked_from_gnu_openmp:
+        logger.debug("numbadeconv: forked from a GNU OpenMP process; running serial kernels")
+        return False
+    return True
