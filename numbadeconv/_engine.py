@@ -31,6 +31,13 @@ TILED_MIN_SPAN = 16
 #: At most this many channels in all (in x out per group, times groups) use the row-wise kernel.
 ROWWISE_MAX_CHANNELS = 4
 
+#: A job computes a block of output rows whose source rows take about this many bytes (so that they
+#: stay in the L2 cache while every output channel is computed from them) ...
+ROW_BLOCK_BYTES = 256 * 1024
+
+#: ... unless that leaves fewer than this many jobs per thread.
+JOBS_PER_THREAD = 4
+
 _CORRELATE = {
     kind: {False: getattr(correlate, f"{kind}_serial"), True: getattr(correlate, f"{kind}_parallel")}
     for kind in ("tiled", "vector", "depthwise", "rowwise")
@@ -92,9 +99,10 @@ class CorrelationPlan:
     frame: tuple[int, int, int, int] | None
     phases: np.ndarray
     toffs: np.ndarray
-    meta: np.ndarray
+    meta: np.ndarray  # with n_blocks and rows still 0: see _blocked_meta
     weight_index: np.ndarray  # packed weights = filters.ravel()[weight_index]
     macs: int
+    max_rows: int  # rows per job that keep its source rows within ROW_BLOCK_BYTES
 
 
 def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int]) -> str:
@@ -114,7 +122,7 @@ def _pack(kind: str, w5: np.ndarray) -> np.ndarray:
     return w5.transpose(3, 0, 1, 2, 4).ravel()  # vector, rowwise: [G, T, U, cig, cog]
 
 
-def _correlation_plan(out_shape, n_ch, groups, frame, rows, cols, w5_of, src_stride,
+def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_of, src_stride,
                       dst_stride, macs) -> CorrelationPlan:
     """The plan of the correlation whose phases are all pairs of ``rows`` x ``cols``.
 
@@ -143,8 +151,8 @@ def _correlation_plan(out_shape, n_ch, groups, frame, rows, cols, w5_of, src_str
             tw_phase += len(offs_c)
         th += len(offs_r)
     toffs += [o for c in cols for o in c[2]]
-    m_max = max(r[1] for r in rows)
-    meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, m_max)
+    meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0)
+    src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,
         out_shape=out_shape,
@@ -154,13 +162,15 @@ def _correlation_plan(out_shape, n_ch, groups, frame, rows, cols, w5_of, src_str
         meta=np.array(meta, np.int64),
         weight_index=np.concatenate(packed).astype(np.intp),
         macs=macs,
+        max_rows=max(1, ROW_BLOCK_BYTES // max(1, src_row_bytes)),
     )
 
 
 def _fill_plan(out_shape) -> CorrelationPlan:
     """A plan for a result that no tap reaches: all bias (or zeros)."""
     empty = np.empty(0, np.int64)
-    return CorrelationPlan("fill", out_shape, None, empty, empty, empty, empty.astype(np.intp), 0)
+    return CorrelationPlan("fill", out_shape, None, empty, empty, empty, empty.astype(np.intp), 0,
+                           1)
 
 
 @functools.lru_cache(maxsize=256)
@@ -177,7 +187,9 @@ def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups) -> Corr
     rows = [(0, oh, [kh * dh for kh in range(fh)], list(range(fh)))]
     cols = [(0, ow, [kw * dw for kw in range(fw)], list(range(fw)))]
     w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
-    return _correlation_plan(out_shape, c, groups, frame, rows, cols, lambda _th, _tw: w5,
+    src_width = x_shape[2] if frame is None else frame[3]
+    return _correlation_plan(out_shape, c, src_width, groups, frame, rows, cols,
+                             lambda _th, _tw: w5,
                              stride, (1, 1), n * oh * ow * n_out * fh * fw * cig)
 
 
@@ -227,9 +239,23 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> 
     cols, left, right = _transpose_phases(wd, fw, stride[1], dilation[1], pad[1], ow)
     frame = _frame(dy_shape, top, left, top + oh + bottom, left + ow + right)
     w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
-    return _correlation_plan(out_shape, n_out, groups, frame, rows, cols,
+    return _correlation_plan(out_shape, n_out, left + ow + right, groups, frame, rows, cols,
                              lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1),
                              stride, n * oh * ow * n_out * fh * fw * cig)
+
+
+@functools.lru_cache(maxsize=512)
+def _blocked_meta(plan: CorrelationPlan, threads: int) -> np.ndarray:
+    """``plan.meta`` with the row blocking for ``threads`` filled in."""
+    m_max = int(plan.phases[:, correlate.M].max())
+    rows = min(plan.max_rows, m_max)
+    if threads > 1:
+        row_jobs = plan.out_shape[0] * len(plan.phases) * m_max
+        rows = max(1, min(rows, row_jobs // (JOBS_PER_THREAD * threads)))
+    meta = plan.meta.copy()
+    meta[6] = -(-m_max // rows)
+    meta[7] = rows
+    return meta
 
 
 def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
@@ -241,8 +267,10 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
     if plan.kind == "fill":
         dst[...] = bias
         return dst
-    _launch(_CORRELATE[plan.kind], _threads_for(threads, plan.macs), _padded(src, plan.frame),
-            w.ravel()[plan.weight_index], dst, plan.phases, plan.toffs, plan.meta, bias)
+    threads = _threads_for(threads, plan.macs)
+    _launch(_CORRELATE[plan.kind], threads, _padded(src, plan.frame),
+            w.ravel()[plan.weight_index], dst, plan.phases, plan.toffs,
+            _blocked_meta(plan, threads), bias)
     return dst
 
 

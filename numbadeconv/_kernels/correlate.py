@@ -17,10 +17,11 @@ with no taps writes the bias).
 ``phases`` columns (int64): r0, c0, M, Q, T, U, TH and TW (where the phase's row and column tap
 offsets start in ``toffs``), WS (where its weights start in ``weights``), and MERGED (1 when the U
 taps are adjacent columns and there is one group, so that the taps x channels of one output pixel
-are one contiguous span of ``src``). ``meta`` (int64) is ``[C, ssh, ssw, rs, cs, groups, m_max]``,
-``m_max`` the largest M.
+are one contiguous span of ``src``). ``meta`` (int64) is ``[C, ssh, ssw, rs, cs, groups, n_blocks, rows]``:
+each job computes ``rows`` consecutive rows (block ``b`` of ``n_blocks``) of one phase of one
+image.
 
-Four kernels, each with a serial and a parallel entry (``prange`` over (image, row, phase) jobs,
+Four kernels, each with a serial and a parallel entry (``prange`` over (image, row block, phase) jobs,
 phases innermost so that uneven phases spread over the threads):
 
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
@@ -44,14 +45,13 @@ R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
 
 @kernel(parallel=False)
 def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
-    n_ch, ssh, ssw, rs, cs, groups, m_max = (meta[0], meta[1], meta[2], meta[3], meta[4], meta[5],
-                                             meta[6])
+    n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
+                                                      meta[4], meta[5], meta[6], meta[7])
     n_phases = phases.shape[0]
     p = job % n_phases
-    m = (job // n_phases) % m_max
-    n = job // (n_phases * m_max)
-    if m >= phases[p, M]:
-        return
+    m_lo = (job // n_phases) % n_blocks * rows
+    m_hi = min(m_lo + rows, phases[p, M])
+    n = job // (n_phases * n_blocks)
     nq = phases[p, Q]
     nt = phases[p, T]
     nu = phases[p, U]
@@ -68,64 +68,65 @@ def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
         span = cig
     per_tap_row = nu * cig
     per_channel = nt * per_tap_row
-    out_row = dst[n, phases[p, R0] + m * rs]
     col0 = phases[p, C0]
     for g in range(groups):
         ch0 = g * cig
-        for q0 in range(0, nq, 4):
-            q1 = min(q0 + 1, nq - 1)
-            q2 = min(q0 + 2, nq - 1)
-            q3 = min(q0 + 3, nq - 1)
-            for c0 in range(0, cog, 3):
-                c1 = min(c0 + 1, cog - 1)
-                c2 = min(c0 + 2, cog - 1)
-                wb0 = ws + (g * cog + c0) * per_channel
-                wb1 = ws + (g * cog + c1) * per_channel
-                wb2 = ws + (g * cog + c2) * per_channel
-                a00 = a10 = a20 = a30 = bias[g * cog + c0]
-                a01 = a11 = a21 = a31 = bias[g * cog + c1]
-                a02 = a12 = a22 = a32 = bias[g * cog + c2]
-                for t in range(nt):
-                    srow = src[n, m * ssh + toffs[th + t]]
-                    for r in range(n_runs):
-                        col = toffs[tw + r]
-                        o0 = (q0 * ssw + col) * n_ch + ch0
-                        o1 = (q1 * ssw + col) * n_ch + ch0
-                        o2 = (q2 * ssw + col) * n_ch + ch0
-                        o3 = (q3 * ssw + col) * n_ch + ch0
-                        wo = t * per_tap_row + r * cig
-                        x0 = srow[o0:o0 + span]
-                        x1 = srow[o1:o1 + span]
-                        x2 = srow[o2:o2 + span]
-                        x3 = srow[o3:o3 + span]
-                        w0 = weights[wb0 + wo:wb0 + wo + span]
-                        w1 = weights[wb1 + wo:wb1 + wo + span]
-                        w2 = weights[wb2 + wo:wb2 + wo + span]
-                        for i in range(span):
-                            v0 = w0[i]
-                            v1 = w1[i]
-                            v2 = w2[i]
-                            a00 += x0[i] * v0
-                            a01 += x0[i] * v1
-                            a02 += x0[i] * v2
-                            a10 += x1[i] * v0
-                            a11 += x1[i] * v1
-                            a12 += x1[i] * v2
-                            a20 += x2[i] * v0
-                            a21 += x2[i] * v1
-                            a22 += x2[i] * v2
-                            a30 += x3[i] * v0
-                            a31 += x3[i] * v1
-                            a32 += x3[i] * v2
-                co = g * cog + c0
-                n_c = min(3, cog - c0)
-                _store(out_row[col0 + q0 * cs], co, n_c, a00, a01, a02)
-                if q0 + 1 < nq:
-                    _store(out_row[col0 + q1 * cs], co, n_c, a10, a11, a12)
-                if q0 + 2 < nq:
-                    _store(out_row[col0 + q2 * cs], co, n_c, a20, a21, a22)
-                if q0 + 3 < nq:
-                    _store(out_row[col0 + q3 * cs], co, n_c, a30, a31, a32)
+        for c0 in range(0, cog, 3):
+            c1 = min(c0 + 1, cog - 1)
+            c2 = min(c0 + 2, cog - 1)
+            wb0 = ws + (g * cog + c0) * per_channel
+            wb1 = ws + (g * cog + c1) * per_channel
+            wb2 = ws + (g * cog + c2) * per_channel
+            co = g * cog + c0
+            n_c = min(3, cog - c0)
+            for m in range(m_lo, m_hi):
+                out_row = dst[n, phases[p, R0] + m * rs]
+                for q0 in range(0, nq, 4):
+                    q1 = min(q0 + 1, nq - 1)
+                    q2 = min(q0 + 2, nq - 1)
+                    q3 = min(q0 + 3, nq - 1)
+                    a00 = a10 = a20 = a30 = bias[co]
+                    a01 = a11 = a21 = a31 = bias[g * cog + c1]
+                    a02 = a12 = a22 = a32 = bias[g * cog + c2]
+                    for t in range(nt):
+                        srow = src[n, m * ssh + toffs[th + t]]
+                        for r in range(n_runs):
+                            col = toffs[tw + r]
+                            o0 = (q0 * ssw + col) * n_ch + ch0
+                            o1 = (q1 * ssw + col) * n_ch + ch0
+                            o2 = (q2 * ssw + col) * n_ch + ch0
+                            o3 = (q3 * ssw + col) * n_ch + ch0
+                            wo = t * per_tap_row + r * cig
+                            x0 = srow[o0:o0 + span]
+                            x1 = srow[o1:o1 + span]
+                            x2 = srow[o2:o2 + span]
+                            x3 = srow[o3:o3 + span]
+                            w0 = weights[wb0 + wo:wb0 + wo + span]
+                            w1 = weights[wb1 + wo:wb1 + wo + span]
+                            w2 = weights[wb2 + wo:wb2 + wo + span]
+                            for i in range(span):
+                                v0 = w0[i]
+                                v1 = w1[i]
+                                v2 = w2[i]
+                                a00 += x0[i] * v0
+                                a01 += x0[i] * v1
+                                a02 += x0[i] * v2
+                                a10 += x1[i] * v0
+                                a11 += x1[i] * v1
+                                a12 += x1[i] * v2
+                                a20 += x2[i] * v0
+                                a21 += x2[i] * v1
+                                a22 += x2[i] * v2
+                                a30 += x3[i] * v0
+                                a31 += x3[i] * v1
+                                a32 += x3[i] * v2
+                    _store(out_row[col0 + q0 * cs], co, n_c, a00, a01, a02)
+                    if q0 + 1 < nq:
+                        _store(out_row[col0 + q1 * cs], co, n_c, a10, a11, a12)
+                    if q0 + 2 < nq:
+                        _store(out_row[col0 + q2 * cs], co, n_c, a20, a21, a22)
+                    if q0 + 3 < nq:
+                        _store(out_row[col0 + q3 * cs], co, n_c, a30, a31, a32)
 
 
 @kernel(parallel=False)
@@ -139,14 +140,13 @@ def _store(pixel, co, n_c, a0, a1, a2):
 
 @kernel(parallel=False)
 def _vector_job(src, weights, dst, phases, toffs, meta, bias, job):
-    n_ch, ssh, ssw, rs, cs, groups, m_max = (meta[0], meta[1], meta[2], meta[3], meta[4], meta[5],
-                                             meta[6])
+    n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
+                                                      meta[4], meta[5], meta[6], meta[7])
     n_phases = phases.shape[0]
     p = job % n_phases
-    m = (job // n_phases) % m_max
-    n = job // (n_phases * m_max)
-    if m >= phases[p, M]:
-        return
+    m_lo = (job // n_phases) % n_blocks * rows
+    m_hi = min(m_lo + rows, phases[p, M])
+    n = job // (n_phases * n_blocks)
     nq = phases[p, Q]
     nt = phases[p, T]
     nu = phases[p, U]
@@ -155,36 +155,36 @@ def _vector_job(src, weights, dst, phases, toffs, meta, bias, job):
     ws = phases[p, WS]
     cig = n_ch // groups
     cog = dst.shape[3] // groups
-    out_row = dst[n, phases[p, R0] + m * rs]
     col0 = phases[p, C0]
     acc = np.empty(cog, dst.dtype)
-    for q in range(nq):
-        pixel = out_row[col0 + q * cs]
-        for g in range(groups):
-            acc[:] = bias[g * cog:(g + 1) * cog]
-            for t in range(nt):
-                srow = src[n, m * ssh + toffs[th + t]]
-                for u in range(nu):
-                    o = (q * ssw + toffs[tw + u]) * n_ch + g * cig
-                    wb = ws + ((g * nt + t) * nu + u) * cig * cog
-                    for ci in range(cig):
-                        xv = srow[o + ci]
-                        wv = weights[wb + ci * cog:wb + (ci + 1) * cog]
-                        for co in range(cog):
-                            acc[co] += xv * wv[co]
-            pixel[g * cog:(g + 1) * cog] = acc
+    for m in range(m_lo, m_hi):
+        out_row = dst[n, phases[p, R0] + m * rs]
+        for q in range(nq):
+            pixel = out_row[col0 + q * cs]
+            for g in range(groups):
+                acc[:] = bias[g * cog:(g + 1) * cog]
+                for t in range(nt):
+                    srow = src[n, m * ssh + toffs[th + t]]
+                    for u in range(nu):
+                        o = (q * ssw + toffs[tw + u]) * n_ch + g * cig
+                        wb = ws + ((g * nt + t) * nu + u) * cig * cog
+                        for ci in range(cig):
+                            xv = srow[o + ci]
+                            wv = weights[wb + ci * cog:wb + (ci + 1) * cog]
+                            for co in range(cog):
+                                acc[co] += xv * wv[co]
+                pixel[g * cog:(g + 1) * cog] = acc
 
 
 @kernel(parallel=False)
 def _depthwise_job(src, weights, dst, phases, toffs, meta, bias, job):
-    n_ch, ssh, ssw, rs, cs, groups, m_max = (meta[0], meta[1], meta[2], meta[3], meta[4], meta[5],
-                                             meta[6])
+    n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
+                                                      meta[4], meta[5], meta[6], meta[7])
     n_phases = phases.shape[0]
     p = job % n_phases
-    m = (job // n_phases) % m_max
-    n = job // (n_phases * m_max)
-    if m >= phases[p, M]:
-        return
+    m_lo = (job // n_phases) % n_blocks * rows
+    m_hi = min(m_lo + rows, phases[p, M])
+    n = job // (n_phases * n_blocks)
     nq = phases[p, Q]
     nt = phases[p, T]
     nu = phases[p, U]
@@ -193,39 +193,38 @@ def _depthwise_job(src, weights, dst, phases, toffs, meta, bias, job):
     ws = phases[p, WS]
     n_out = dst.shape[3]
     mult = n_out // groups
-    out_row = dst[n, phases[p, R0] + m * rs]
     col0 = phases[p, C0]
     acc = np.empty(n_out, dst.dtype)
-    for q in range(nq):
-        acc[:] = bias
-        for t in range(nt):
-            srow = src[n, m * ssh + toffs[th + t]]
-            for u in range(nu):
-                o = (q * ssw + toffs[tw + u]) * n_ch
-                wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
-                if mult == 1:
-                    xs = srow[o:o + n_out]
-                    for c in range(n_out):
-                        acc[c] += xs[c] * wv[c]
-                else:
-                    for g in range(groups):
-                        xv = srow[o + g]
-                        for j in range(mult):
-                            acc[g * mult + j] += xv * wv[g * mult + j]
-        out_row[col0 + q * cs] = acc
-
+    for m in range(m_lo, m_hi):
+        out_row = dst[n, phases[p, R0] + m * rs]
+        for q in range(nq):
+            acc[:] = bias
+            for t in range(nt):
+                srow = src[n, m * ssh + toffs[th + t]]
+                for u in range(nu):
+                    o = (q * ssw + toffs[tw + u]) * n_ch
+                    wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
+                    if mult == 1:
+                        xs = srow[o:o + n_out]
+                        for c in range(n_out):
+                            acc[c] += xs[c] * wv[c]
+                    else:
+                        for g in range(groups):
+                            xv = srow[o + g]
+                            for j in range(mult):
+                                acc[g * mult + j] += xv * wv[g * mult + j]
+            out_row[col0 + q * cs] = acc
 
 
 @kernel(parallel=False)
 def _rowwise_job(src, weights, dst, phases, toffs, meta, bias, job):
-    n_ch, ssh, ssw, rs, cs, groups, m_max = (meta[0], meta[1], meta[2], meta[3], meta[4], meta[5],
-                                             meta[6])
+    n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
+                                                      meta[4], meta[5], meta[6], meta[7])
     n_phases = phases.shape[0]
     p = job % n_phases
-    m = (job // n_phases) % m_max
-    n = job // (n_phases * m_max)
-    if m >= phases[p, M]:
-        return
+    m_lo = (job // n_phases) % n_blocks * rows
+    m_hi = min(m_lo + rows, phases[p, M])
+    n = job // (n_phases * n_blocks)
     nq = phases[p, Q]
     nt = phases[p, T]
     nu = phases[p, U]
@@ -234,25 +233,26 @@ def _rowwise_job(src, weights, dst, phases, toffs, meta, bias, job):
     ws = phases[p, WS]
     cig = n_ch // groups
     cog = dst.shape[3] // groups
-    out_row = dst[n, phases[p, R0] + m * rs]
     col0 = phases[p, C0]
     step = ssw * n_ch
     acc = np.empty(nq, dst.dtype)
-    for g in range(groups):
-        for co in range(cog):
-            acc[:] = bias[g * cog + co]
-            for t in range(nt):
-                srow = src[n, m * ssh + toffs[th + t]]
-                for u in range(nu):
-                    o = toffs[tw + u] * n_ch + g * cig
-                    wb = ws + ((g * nt + t) * nu + u) * cig * cog + co
-                    for ci in range(cig):
-                        wv = weights[wb + ci * cog]
-                        xs = srow[o + ci:o + ci + (nq - 1) * step + 1:step]
-                        for q in range(nq):
-                            acc[q] += xs[q] * wv
-            for q in range(nq):
-                out_row[col0 + q * cs, g * cog + co] = acc[q]
+    for m in range(m_lo, m_hi):
+        out_row = dst[n, phases[p, R0] + m * rs]
+        for g in range(groups):
+            for co in range(cog):
+                acc[:] = bias[g * cog + co]
+                for t in range(nt):
+                    srow = src[n, m * ssh + toffs[th + t]]
+                    for u in range(nu):
+                        o = toffs[tw + u] * n_ch + g * cig
+                        wb = ws + ((g * nt + t) * nu + u) * cig * cog + co
+                        for ci in range(cig):
+                            wv = weights[wb + ci * cog]
+                            xs = srow[o + ci:o + ci + (nq - 1) * step + 1:step]
+                            for q in range(nq):
+                                acc[q] += xs[q] * wv
+                for q in range(nq):
+                    out_row[col0 + q * cs, g * cog + co] = acc[q]
 
 
 # --- entry points: the same jobs, run serially or over prange ------------------------------------
