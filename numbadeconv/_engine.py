@@ -28,6 +28,10 @@ PARALLEL_MIN_MACS = 200_000
 #: The tiled kernel pays off when a pixel's reduction span (taps x input channels) is this long.
 TILED_MIN_SPAN = 16
 
+#: The tiled kernel reads the filters in place (no packing) when their input-channel runs are
+#: contiguous and at least this long.
+IN_PLACE_MIN_SPAN = 64
+
 #: At most this many channels in all (in x out per group, times groups) use the row-wise kernel.
 ROWWISE_MAX_CHANNELS = 4
 
@@ -100,7 +104,7 @@ class CorrelationPlan:
     phases: np.ndarray
     toffs: np.ndarray
     meta: np.ndarray  # with n_blocks and rows still 0: see _blocked_meta
-    weight_index: np.ndarray  # packed weights = filters.ravel()[weight_index]
+    weight_index: np.ndarray | None  # weights = filters.ravel()[weight_index]; None: in place
     macs: int
     max_rows: int  # rows per job that keep its source rows within ROW_BLOCK_BYTES
 
@@ -115,11 +119,33 @@ def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int]) -> str:
 
 def _pack(kind: str, w5: np.ndarray) -> np.ndarray:
     """Flatten taps ``w5[t, u, ci, g, co]`` into the layout of ``kind``'s kernel."""
-    if kind == "tiled":
-        return w5.transpose(3, 4, 0, 1, 2).ravel()
     if kind == "depthwise":
         return w5[:, :, 0].ravel()  # [T, U, G*cog]
     return w5.transpose(3, 0, 1, 2, 4).ravel()  # vector, rowwise: [G, T, U, cig, cog]
+
+
+def _in_place_strides(taps: list[np.ndarray]) -> tuple[int, int] | None:
+    """(co stride, group stride) if the filters can be read in place by the tiled kernel.
+
+    ``taps`` are the phases' index arrays ``[T, U, cig, G, cog]`` into the flat filters; in place
+    works when every tap's input channels are contiguous and the channel and group strides are
+    the same for all taps (the transpose's ``[fh, fw, out, in]`` filters are so).
+    """
+    strides = None
+    for i5 in taps:
+        if i5.size == 0:
+            continue
+        base = i5[:, :, :1, :1, :1]
+        ci, g, co = (np.arange(n).reshape(shape) for n, shape in zip(
+            i5.shape[2:], ((-1, 1, 1), (1, -1, 1), (1, 1, -1))))
+        s_co = int(i5[0, 0, 0, 0, 1] - i5[0, 0, 0, 0, 0]) if i5.shape[4] > 1 else 0
+        s_g = int(i5[0, 0, 0, 1, 0] - i5[0, 0, 0, 0, 0]) if i5.shape[3] > 1 else 0
+        if not np.array_equal(i5, base + ci + g * s_g + co * s_co):
+            return None
+        if strides not in (None, (s_co, s_g)):
+            return None
+        strides = (s_co, s_g)
+    return strides
 
 
 def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_of, src_stride,
@@ -128,30 +154,60 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
 
     A 1-D phase is ``(first, count, offsets, taps)``: ``first`` the first output index, ``count``
     the number of outputs, ``offsets`` the source offsets of its taps (ascending) and ``taps``
-    their kernel indices. ``w5_of(taps_h, taps_w)`` gives the weights ``[T, U, cig, G, cog]``
-    (as any array: it is applied to an index array to build the gather index).
+    their kernel indices. ``w5_of(taps_h, taps_w)`` gives, for a phase, the positions in the flat
+    filters of its weights ``[T, U, cig, G, cog]``.
     """
     cig = n_ch // groups
     cog = out_shape[3] // groups
-    merged = [groups == 1 and bool(np.all(np.diff(c[2]) == 1)) for c in cols]
+    taps = [[w5_of(r[3], c[3]) for c in cols] for r in rows]
+    in_place = (_in_place_strides([i5 for row in taps for i5 in row])
+                if cig >= IN_PLACE_MIN_SPAN else None)
+    merged = [in_place is None and groups == 1 and bool(np.all(np.diff(c[2]) == 1))
+              for c in cols]
     spans = [len(c[2]) * cig if mg else cig for c, mg in zip(cols, merged) if len(c[2])]
     kind = _choose_kernel(cig, cog, groups, spans or [cig])
-    toffs = [o for r in rows for o in r[2]]
-    tw = len(toffs)
-    table, packed = [], []
-    th = w_start = 0
-    for first_r, n_r, offs_r, taps_r in rows:
-        tw_phase = tw
-        for (first_c, n_c, offs_c, taps_c), mg in zip(cols, merged):
-            index = _pack(kind, w5_of(taps_r, taps_c))
-            table.append((first_r, first_c, n_r, n_c, len(offs_r), len(offs_c), th, tw_phase,
-                          w_start, mg))
-            packed.append(index)
-            w_start += index.size
-            tw_phase += len(offs_c)
-        th += len(offs_r)
-    toffs += [o for c in cols for o in c[2]]
-    meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0)
+
+    # toffs: source row offsets of every row phase, then source column offsets of every column
+    # phase, then (tiled kernel) the offset of every phase's every tap in the weights.
+    th_starts = np.cumsum([0] + [len(r[2]) for r in rows])
+    tw_starts = th_starts[-1] + np.cumsum([0] + [len(c[2]) for c in cols])
+    toffs = [o for r in rows for o in r[2]] + [o for c in cols for o in c[2]]
+    table = []
+    weight_index = None
+    w_co = w_g = 0
+    if kind == "tiled":
+        flat_taps = [i5 for row in taps for i5 in row]
+        n_taps = sum(i5.shape[0] * i5.shape[1] for i5 in flat_taps)
+        if in_place:
+            w_co, w_g = in_place
+        else:  # packed [G, cog, all taps, cig]
+            w_co, w_g = n_taps * cig, cog * n_taps * cig
+            weight_index = np.concatenate(
+                [i5.reshape(-1, cig, groups, cog) for i5 in flat_taps]
+            ).transpose(2, 3, 0, 1).ravel()
+        tap = 0
+        for a, r in enumerate(rows):
+            for b, c in enumerate(cols):
+                i5 = taps[a][b]
+                table.append((r[0], c[0], r[1], c[1], len(r[2]), len(c[2]), th_starts[a],
+                              tw_starts[b], len(toffs), merged[b]))
+                if in_place:
+                    toffs += i5[:, :, 0, 0, 0].ravel().tolist()
+                else:
+                    toffs += [(tap + k) * cig for k in range(i5.shape[0] * i5.shape[1])]
+                tap += i5.shape[0] * i5.shape[1]
+    else:
+        packed, w_start = [], 0
+        for a, r in enumerate(rows):
+            for b, c in enumerate(cols):
+                index = _pack(kind, taps[a][b])
+                table.append((r[0], c[0], r[1], c[1], len(r[2]), len(c[2]), th_starts[a],
+                              tw_starts[b], w_start, merged[b]))
+                packed.append(index)
+                w_start += index.size
+        weight_index = np.concatenate(packed)
+    meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
+            w_g)
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,
@@ -160,7 +216,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
         phases=np.array(table, np.int64).reshape(-1, correlate.N_COLUMNS),
         toffs=np.array(toffs, np.int64),
         meta=np.array(meta, np.int64),
-        weight_index=np.concatenate(packed).astype(np.intp),
+        weight_index=None if weight_index is None else weight_index.astype(np.intp),
         macs=macs,
         max_rows=max(1, ROW_BLOCK_BYTES // max(1, src_row_bytes)),
     )
@@ -169,8 +225,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
 def _fill_plan(out_shape) -> CorrelationPlan:
     """A plan for a result that no tap reaches: all bias (or zeros)."""
     empty = np.empty(0, np.int64)
-    return CorrelationPlan("fill", out_shape, None, empty, empty, empty, empty.astype(np.intp), 0,
-                           1)
+    return CorrelationPlan("fill", out_shape, None, empty, empty, empty, None, 0, 1)
 
 
 @functools.lru_cache(maxsize=256)
@@ -269,7 +324,8 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         return dst
     threads = _threads_for(threads, plan.macs)
     _launch(_CORRELATE[plan.kind], threads, _padded(src, plan.frame),
-            w.ravel()[plan.weight_index], dst, plan.phases, plan.toffs,
+            w.ravel() if plan.weight_index is None else w.ravel()[plan.weight_index], dst,
+            plan.phases, plan.toffs,
             _blocked_meta(plan, threads), bias)
     return dst
 

@@ -15,23 +15,28 @@ read is in bounds; the phases partition ``dst``, so every element is written exa
 with no taps writes the bias).
 
 ``phases`` columns (int64): r0, c0, M, Q, T, U, TH and TW (where the phase's row and column tap
-offsets start in ``toffs``), WS (where its weights start in ``weights``), and MERGED (1 when the U
-taps are adjacent columns and there is one group, so that the taps x channels of one output pixel
-are one contiguous span of ``src``). ``meta`` (int64) is ``[C, ssh, ssw, rs, cs, groups, n_blocks, rows]``:
-each job computes ``rows`` consecutive rows (block ``b`` of ``n_blocks``) of one phase of one
-image.
+offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap offsets start in
+``toffs``; others: where its weights start in ``weights``), and MERGED (1 when the U taps are
+adjacent columns and their weights adjacent too, so that the taps x channels of one output pixel
+are one contiguous span of ``src`` and of ``weights``). ``meta`` (int64) is
+``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g]``: each job computes ``rows``
+consecutive rows (block ``b`` of ``n_blocks``) of one phase of one image; ``w_co`` and ``w_g``
+are the tiled kernel's weight strides between output channels and between groups.
 
-Four kernels, each with a serial and a parallel entry (``prange`` over (image, row block, phase) jobs,
-phases innermost so that uneven phases spread over the threads):
+Four kernels, each with a serial and a parallel entry (``prange`` over (image, row block, phase)
+jobs, phases innermost so that uneven phases spread over the threads):
 
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
-  spans of taps x input channels; for channel-rich problems. Weights ``[G, cog, T, U, cig]``.
+  spans of input channels (and adjacent taps); for channel-rich problems. The weight of
+  ``(g, co, tap, ci)`` is at ``g*w_g + co*w_co + toffs[WS + tap] + ci``: the filters themselves
+  when their input channels are contiguous (a transpose's ``[fh, fw, out, in]``), else a packed
+  copy ``[G, cog, taps, cig]``.
 - ``vector``: one output pixel at a time, vectorised along the output channels of a group; for few
-  input channels per group. Weights ``[G, T, U, cig, cog]``.
+  input channels per group. Weights ``[G, T, U, cig, cog]`` per phase.
 - ``depthwise``: one input channel per group (``cig == 1``), vectorised along all output channels.
-  Weights ``[T, U, G*cog]``.
+  Weights ``[T, U, G*cog]`` per phase.
 - ``rowwise``: one output channel at a time, vectorised along the pixels of a row; for very few
-  channels (a single-channel image). Weights ``[G, T, U, cig, cog]``.
+  channels (a single-channel image). Weights ``[G, T, U, cig, cog]`` per phase.
 """
 
 import numpy as np
@@ -47,6 +52,8 @@ R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
 def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
     n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
                                                       meta[4], meta[5], meta[6], meta[7])
+    w_co = meta[8]
+    w_g = meta[9]
     n_phases = phases.shape[0]
     p = job % n_phases
     m_lo = (job // n_phases) % n_blocks * rows
@@ -66,17 +73,15 @@ def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
     else:
         n_runs = nu
         span = cig
-    per_tap_row = nu * cig
-    per_channel = nt * per_tap_row
     col0 = phases[p, C0]
     for g in range(groups):
         ch0 = g * cig
         for c0 in range(0, cog, 3):
             c1 = min(c0 + 1, cog - 1)
             c2 = min(c0 + 2, cog - 1)
-            wb0 = ws + (g * cog + c0) * per_channel
-            wb1 = ws + (g * cog + c1) * per_channel
-            wb2 = ws + (g * cog + c2) * per_channel
+            wb0 = g * w_g + c0 * w_co
+            wb1 = g * w_g + c1 * w_co
+            wb2 = g * w_g + c2 * w_co
             co = g * cog + c0
             n_c = min(3, cog - c0)
             for m in range(m_lo, m_hi):
@@ -96,7 +101,7 @@ def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
                             o1 = (q1 * ssw + col) * n_ch + ch0
                             o2 = (q2 * ssw + col) * n_ch + ch0
                             o3 = (q3 * ssw + col) * n_ch + ch0
-                            wo = t * per_tap_row + r * cig
+                            wo = toffs[ws + t * nu + r]
                             x0 = srow[o0:o0 + span]
                             x1 = srow[o1:o1 + span]
                             x2 = srow[o2:o2 + span]
