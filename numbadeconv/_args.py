@@ -221,24 +221,29 @@ def prepared(array: np.ndarray, dtype: np.dtype, nhwc: bool) -> np.ndarray:
     return out
 
 
-def groups_of(in_channels: int, filter_in: int, filter_out: int, what: str) -> int:
-    """Number of groups: ``in_channels / filter_in``, which must divide ``filter_out`` too."""
+def groups_of(in_channels: int, filter_in: int, filter_out: int, what: str,
+              filters: str = "filters") -> int:
+    """Number of groups: ``in_channels / filter_in``, which must divide ``filter_out`` too.
+
+    ``what`` names the array whose channels are ``in_channels``; ``filters`` the filters'
+    argument (``filters`` or ``filter_sizes``).
+    """
     if filter_in == 0:
         if in_channels != 0:
-            raise ValueError(f"filters have 0 input channels (axis 2) but {what} has "
+            raise ValueError(f"{filters} have 0 input channels (axis 2) but {what} has "
                              f"{in_channels} channels")
         return 1
     if in_channels % filter_in:
         raise ValueError(
-            f"{what} has {in_channels} channels, which is not a multiple of the filters' "
-            f"in_channels (filters axis 2) {filter_in}; for a grouped convolution it must be "
+            f"{what} has {in_channels} channels, which is not a multiple of the {filters}' "
+            f"in_channels ({filters} axis 2) {filter_in}; for a grouped convolution it must be "
             f"groups * {filter_in}"
         )
     groups = in_channels // filter_in
     if groups > 1 and filter_out % groups:
         raise ValueError(
-            f"grouped convolution with {groups} groups ({what} channels {in_channels} / filters "
-            f"axis 2 {filter_in}) needs out_channels (filters axis 3) divisible by {groups}; "
+            f"grouped convolution with {groups} groups ({what} channels {in_channels} / {filters} "
+            f"axis 2 {filter_in}) needs out_channels ({filters} axis 3) divisible by {groups}; "
             f"got {filter_out}"
         )
     return groups

@@ -357,7 +357,7 @@ def _filter_grad_geometry(x_shape, filter_sizes, dy_shape, strides, padding, dat
     pads = _args.padding_pair(padding, nhwc)
     n, h, wd, c = _nhwc(x_shape, nhwc)
     ny, hy, wy, cy = _nhwc(dy_shape, nhwc)
-    groups = _args.groups_of(c, f_in, f_out, "input")
+    groups = _args.groups_of(c, f_in, f_out, "input", "filter_sizes")
     if ny != n:
         raise ValueError(f"out_backprop has batch {ny} but input has batch {n}")
     if cy != f_out:

@@ -95,13 +95,13 @@ def _finish(out: np.ndarray, result: np.dtype, unbatched: bool) -> np.ndarray:
 
 
 def _conv_padding(padding, kernel, dilation) -> tuple[tuple[int, int], bool]:
-    """``padding`` -> (pad top, pad left) and whether it is ``"same"``."""
+    """Return (pad top, pad left) for ``padding`` and whether it is ``"same"``."""
     if isinstance(padding, str):
         mode = padding.lower()
         if mode == "valid":
             return (0, 0), False
         if mode == "same":
-            return tuple((d * (k - 1)) // 2 for k, d in zip(kernel, dilation)), True
+            return tuple((d * (k - 1)) // 2 for k, d in zip(kernel, dilation, strict=True)), True
         raise ValueError(f"padding must be 'valid', 'same', an int or a pair of ints; "
                          f"got {padding!r}")
     return _args.int_pair("padding", padding, 0), False
@@ -195,7 +195,7 @@ def conv2d(
     b = _bias(bias, n_out, op)
     out_hw = []
     for axis, size, k, s, d, p in zip(("height", "width"), (h, wd), kernel, stride, dilation,
-                                      pad):
+                                      pad, strict=True):
         extent = d * (k - 1) + 1
         if same:
             out_hw.append(size)
@@ -309,7 +309,7 @@ def conv_transpose2d(
     b = _bias(bias, n_out, op)
     out_hw = []
     for axis, size, k, s, d, p, op_ in zip(("height", "width"), (h, wd), kernel, stride,
-                                           dilation, pad, out_pad):
+                                           dilation, pad, out_pad, strict=True):
         if op_ >= s and op_ >= d:
             raise ValueError(f"output_padding {op_} (along the {axis}) must be smaller than "
                              f"either stride {s} or dilation {d}")

@@ -24,7 +24,6 @@ Conventions (those of TensorFlow):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -36,7 +35,7 @@ __all__ = [
     "reference_output_size",
 ]
 
-Padding1D = Union[str, Sequence[int]]
+Padding1D = str | Sequence[int]
 
 
 # --------------------------------------------------------------------------------------
@@ -116,7 +115,7 @@ def _check_rank4(array: NDArray, name: str) -> None:
 
 
 def _groups(in_channels: int, filter_in_channels: int, out_channels: int) -> int:
-    """Number of groups of a convolution with ``in_channels`` input channels."""
+    """Return the number of groups of a convolution with ``in_channels`` input channels."""
     if filter_in_channels == 0:
         if in_channels != 0:
             raise ValueError(
@@ -166,7 +165,9 @@ def _output_size_and_pad(
             raise ValueError(f"explicit padding must be non-negative, got {padding}")
         numerator = in_size + pad_before + pad_after - effective_kernel + stride
     else:
-        raise ValueError(f"padding must be 'SAME', 'VALID' or a (before, after) pair, got {padding}")
+        raise ValueError(
+            f"padding must be 'SAME', 'VALID' or a (before, after) pair, got {padding}"
+        )
     # C++ integer division truncates toward zero: -1 / 2 == 0.
     out_size = int(numerator / stride) if numerator < 0 else numerator // stride
     if out_size < 0:

@@ -1,6 +1,7 @@
 """Adjoint identities, checked by hypothesis over random geometries (float64).
 
-<conv2d(x, w), y> == <x, conv2d_transpose(y, w, x.shape)> == <w, conv2d_backprop_filter(x, w.shape, y)>
+<conv2d(x, w), y> == <x, conv2d_transpose(y, w, x.shape)>
+                 == <w, conv2d_backprop_filter(x, w.shape, y)>
 """
 
 import numpy as np
@@ -12,7 +13,9 @@ import numbadeconv as nd
 from numbadeconv.testing import reference_output_size
 
 SETTINGS = settings(
-    deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
 pad_amount = st.integers(0, 3)
@@ -49,8 +52,9 @@ def geometries(draw):
         x_shape, y_shape = (n, h, w, c), (n, oh, ow, o)
     else:
         x_shape, y_shape = (n, c, h, w), (n, o, oh, ow)
-    strides = draw(st.sampled_from([(sh, sw), [1, sh, sw, 1] if data_format == "NHWC" else
-                                    [1, 1, sh, sw]]))
+    strides = draw(
+        st.sampled_from([(sh, sw), [1, sh, sw, 1] if data_format == "NHWC" else [1, 1, sh, sw]])
+    )
     dilations = (dh, dw) if dh != dw or draw(st.booleans()) else dh
     return {
         "x_shape": x_shape,

@@ -59,8 +59,10 @@ def spatial_pads(padding):
 
 
 def to_layout(array_nhwc, data_format):
-    return array_nhwc if data_format == "NHWC" else np.ascontiguousarray(
-        array_nhwc.transpose(0, 3, 1, 2)
+    return (
+        array_nhwc
+        if data_format == "NHWC"
+        else np.ascontiguousarray(array_nhwc.transpose(0, 3, 1, 2))
     )
 
 
@@ -102,7 +104,9 @@ def admissible_sizes(out_size, kernel, stride, padding, dilation):
 @pytest.mark.parametrize("strides", STRIDES, ids=lambda s: f"s{s[0]}{s[1]}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_all_ops_against_reference(dtype, strides, dilations, padding, data_format):
-    rng = np.random.default_rng(zlib.crc32(repr((strides, dilations, padding, data_format)).encode()))
+    rng = np.random.default_rng(
+        zlib.crc32(repr((strides, dilations, padding, data_format)).encode())
+    )
     style = ["int", "pair", "four"][(strides[0] + dilations[1]) % 3]
     s_arg = spatial_arg(strides, data_format, style)
     d_arg = spatial_arg(dilations, data_format, style)
@@ -283,7 +287,7 @@ def test_lists_noncontiguous_readonly_bigendian_inputs(rng):
         before = [np.array(a, copy=True) for a in (xv, kv, dyv)]
         for name, got in four_ops(xv, kv, dyv).items():
             assert_matches(got, *refs[name], np.float64, f"{name} with {label} inputs")
-        for a, b in zip((xv, kv, dyv), before):
+        for a, b in zip((xv, kv, dyv), before, strict=True):
             np.testing.assert_array_equal(np.asarray(a), b, err_msg=f"{label} input modified")
 
 
@@ -296,5 +300,50 @@ def test_inputs_not_modified_and_results_are_new(rng):
         assert got.flags.c_contiguous and got.flags.writeable
         for a in (x, k, dy):
             assert not np.shares_memory(got, a)
-    for a, b in zip((x, k, dy), copies):
+    for a, b in zip((x, k, dy), copies, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------
+# Larger cases: long reductions, channel counts that leave remainders in any channel or
+# pixel tiling, enough work to run in parallel, phases of strided transposes.
+# --------------------------------------------------------------------------------------
+
+# (x shape NHWC, filter shape, strides, dilations, padding NHWC)
+LARGE = {
+    "wide": ((2, 17, 19, 19), (3, 3, 19, 23), (1, 1), (1, 1), "SAME"),
+    "grouped": ((1, 15, 13, 34), (3, 2, 17, 14), (2, 1), (1, 2), [[0, 0], [2, 1], [0, 3], [0, 0]]),
+    "depthwise": ((2, 31, 28, 13), (5, 5, 1, 26), (2, 2), (1, 1), "SAME"),
+    "phases": ((1, 20, 22, 18), (5, 4, 18, 17), (3, 2), (1, 1), "VALID"),
+    "pointwise": ((4, 40, 40, 3), (1, 1, 3, 32), (1, 1), (1, 1), "VALID"),
+    "dilated": ((2, 16, 16, 21), (3, 3, 21, 5), (1, 1), (2, 3), "SAME"),
+}
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", list(LARGE))
+def test_large_cases(name, dtype, threads, data_format):
+    x_shape, k_shape, strides, dilations, padding = LARGE[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x = to_layout(rng.standard_normal(x_shape), data_format).astype(dtype)
+    k = rng.standard_normal(k_shape).astype(dtype)
+    args = (strides, layout_padding(padding, data_format), data_format, dilations)
+    what = f"{name} {data_format} threads={threads} {np.dtype(dtype).name}"
+
+    expected = reference_conv2d(x, k, *args)
+    bound = reference_conv2d(np.abs(x), np.abs(k), *args)
+    got = nd.conv2d(x, k, *args, threads=threads)
+    assert_matches(got, expected, bound, dtype, f"conv2d {what}")
+
+    dy = rng.standard_normal(expected.shape).astype(dtype)
+    expected = reference_conv2d_transpose(dy, k, x.shape, *args)
+    bound = reference_conv2d_transpose(np.abs(dy), np.abs(k), x.shape, *args)
+    got = nd.conv2d_transpose(dy, k, x.shape, *args, threads=threads)
+    assert_matches(got, expected, bound, dtype, f"conv2d_transpose {what}")
+
+    expected = reference_conv2d_backprop_filter(x, k.shape, dy, *args)
+    bound = reference_conv2d_backprop_filter(np.abs(x), k.shape, np.abs(dy), *args)
+    got = nd.conv2d_backprop_filter(x, k.shape, dy, *args, threads=threads)
+    assert_matches(got, expected, bound, dtype, f"conv2d_backprop_filter {what}")

@@ -121,7 +121,11 @@ def test_conv2d_transpose(seed, dtype):
     assert_close(got, expected, bound, dtype, what)
     pad, explicit = tf_padding(padding)
     raw = tf.raw_ops.Conv2DBackpropInput(
-        input_sizes=list(x.shape), filter=k, out_backprop=dy, strides=strides, padding=pad,
+        input_sizes=list(x.shape),
+        filter=k,
+        out_backprop=dy,
+        strides=strides,
+        padding=pad,
         explicit_paddings=explicit,
     ).numpy()
     got = nd.conv2d_backprop_input(x.shape, k, dy, strides, padding)
@@ -138,7 +142,11 @@ def test_conv2d_backprop_filter(seed, dtype):
     x, dy = x.astype(dtype), dy.astype(dtype)
     pad, explicit = tf_padding(padding)
     expected = tf.raw_ops.Conv2DBackpropFilter(
-        input=x, filter_sizes=list(k.shape), out_backprop=dy, strides=strides, padding=pad,
+        input=x,
+        filter_sizes=list(k.shape),
+        out_backprop=dy,
+        strides=strides,
+        padding=pad,
         explicit_paddings=explicit,
     ).numpy()
     bound = reference_conv2d_backprop_filter(np.abs(x), k.shape, np.abs(dy), strides, padding)
@@ -153,11 +161,17 @@ def test_conv2d_backprop_filter(seed, dtype):
 def test_tutorial_y5_is_an_error_in_tensorflow_too():
     with pytest.raises(tf.errors.OpError):
         tf.nn.conv2d_transpose(
-            np.ones((1, 3, 3, 1), np.float32), np.ones((3, 3, 3, 1), np.float32),
-            [1, 10, 10, 3], [1, 2, 2, 1], "SAME",
+            np.ones((1, 3, 3, 1), np.float32),
+            np.ones((3, 3, 3, 1), np.float32),
+            [1, 10, 10, 3],
+            [1, 2, 2, 1],
+            "SAME",
         )
     with pytest.raises(ValueError, match="output_shape"):
         nd.conv2d_transpose(
-            np.ones((1, 3, 3, 1), np.float32), np.ones((3, 3, 3, 1), np.float32),
-            [1, 10, 10, 3], [1, 2, 2, 1], "SAME",
+            np.ones((1, 3, 3, 1), np.float32),
+            np.ones((3, 3, 3, 1), np.float32),
+            [1, 10, 10, 3],
+            [1, 2, 2, 1],
+            "SAME",
         )

@@ -27,7 +27,8 @@ def brute_force_sizes(out_size, kernel, stride, padding, dilation):
     pads = sum(padding) if isinstance(padding, tuple) else 0
     limit = (out_size + 2) * stride + (kernel - 1) * dilation + pads + 2
     return tuple(
-        h for h in range(limit)
+        h
+        for h in range(limit)
         if reference_or_error(h, kernel, stride, padding, dilation) == out_size
     )
 

@@ -142,18 +142,13 @@ def test_nchw_is_transposed_nhwc(rng, padding):
 
 
 def test_zero_sized():
-    assert reference_conv2d(np.ones((1, 3, 3, 0)), np.ones((2, 2, 0, 4)), 1, "SAME").shape == (
-        1, 3, 3, 4
-    )
-    assert not reference_conv2d(np.ones((1, 3, 3, 0)), np.ones((2, 2, 0, 4)), 1, "SAME").any()
-    assert reference_conv2d(np.ones((0, 3, 3, 2)), np.ones((2, 2, 2, 4)), 1, "VALID").shape == (
-        0, 2, 2, 4
-    )
-    assert reference_conv2d(np.ones((1, 3, 4, 2)), np.ones((4, 2, 2, 1)), 2, "VALID").shape == (
-        1, 0, 2, 1
-    )
-    dx = reference_conv2d_transpose(np.ones((1, 0, 2, 1)), np.ones((4, 2, 2, 1)), [1, 3, 4, 2], 2,
-                                    "VALID")
+    no_channels = reference_conv2d(np.ones((1, 3, 3, 0)), np.ones((2, 2, 0, 4)), 1, "SAME")
+    assert no_channels.shape == (1, 3, 3, 4) and not no_channels.any()
+    no_batch = reference_conv2d(np.ones((0, 3, 3, 2)), np.ones((2, 2, 2, 4)), 1, "VALID")
+    assert no_batch.shape == (0, 2, 2, 4)
+    no_rows = reference_conv2d(np.ones((1, 3, 4, 2)), np.ones((4, 2, 2, 1)), 2, "VALID")
+    assert no_rows.shape == (1, 0, 2, 1)
+    dx = reference_conv2d_transpose(no_rows, np.ones((4, 2, 2, 1)), [1, 3, 4, 2], 2, "VALID")
     assert dx.shape == (1, 3, 4, 2) and not dx.any()
 
 

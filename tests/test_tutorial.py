@@ -70,7 +70,9 @@ def test_y1_and_y3_via_backprop_input():
 
 def test_y5_inadmissible_output_shape_is_a_clear_value_error():
     with pytest.raises(ValueError) as info:
-        nd.conv2d_transpose(X1, KERNEL, output_shape=[1, 10, 10, 3], strides=STRIDES, padding="SAME")
+        nd.conv2d_transpose(
+            X1, KERNEL, output_shape=[1, 10, 10, 3], strides=STRIDES, padding="SAME"
+        )
     message = str(info.value)
     assert "output_shape" in message
     assert "10" in message
