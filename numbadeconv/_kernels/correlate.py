@@ -199,6 +199,26 @@ def _depthwise_job(src, weights, dst, phases, toffs, meta, bias, job):
     n_out = dst.shape[3]
     mult = n_out // groups
     col0 = phases[p, C0]
+    if mult == 1 and ssw == 1:
+        # One channel out per channel in, unit source stride: the taps of a whole output row are
+        # [Q, C] blocks of the source row, accumulated into a row buffer that stays in L1.
+        acc_row = np.empty((nq, n_out), dst.dtype)
+        for m in range(m_lo, m_hi):
+            out_row = dst[n, phases[p, R0] + m * rs]
+            for q in range(nq):
+                acc_row[q] = bias
+            for t in range(nt):
+                srow = src[n, m * ssh + toffs[th + t]]
+                for u in range(nu):
+                    o = toffs[tw + u] * n_ch
+                    xs = srow[o:o + nq * n_ch].reshape((nq, n_ch))
+                    wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
+                    for q in range(nq):
+                        for c in range(n_out):
+                            acc_row[q, c] += xs[q, c] * wv[c]
+            for q in range(nq):
+                out_row[col0 + q * cs] = acc_row[q]
+        return
     acc = np.empty(n_out, dst.dtype)
     for m in range(m_lo, m_hi):
         out_row = dst[n, phases[p, R0] + m * rs]
@@ -209,15 +229,10 @@ def _depthwise_job(src, weights, dst, phases, toffs, meta, bias, job):
                 for u in range(nu):
                     o = (q * ssw + toffs[tw + u]) * n_ch
                     wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
-                    if mult == 1:
-                        xs = srow[o:o + n_out]
-                        for c in range(n_out):
-                            acc[c] += xs[c] * wv[c]
-                    else:
-                        for g in range(groups):
-                            xv = srow[o + g]
-                            for j in range(mult):
-                                acc[g * mult + j] += xv * wv[g * mult + j]
+                    for g in range(groups):
+                        xv = srow[o + g]
+                        for j in range(mult):
+                            acc[g * mult + j] += xv * wv[g * mult + j]
             out_row[col0 + q * cs] = acc
 
 
