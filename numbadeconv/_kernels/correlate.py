@@ -49,6 +49,38 @@ R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
 
 
 @kernel(parallel=False)
+def _dot4x3(x0, x1, x2, x3, w0, w1, w2, acc):
+    """``acc`` (12 sums) plus the dot products of 4 source spans with 3 weight spans."""
+    a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32 = acc
+    for i in range(w0.shape[0]):
+        v0 = w0[i]
+        v1 = w1[i]
+        v2 = w2[i]
+        a00 += x0[i] * v0
+        a01 += x0[i] * v1
+        a02 += x0[i] * v2
+        a10 += x1[i] * v0
+        a11 += x1[i] * v1
+        a12 += x1[i] * v2
+        a20 += x2[i] * v0
+        a21 += x2[i] * v1
+        a22 += x2[i] * v2
+        a30 += x3[i] * v0
+        a31 += x3[i] * v1
+        a32 += x3[i] * v2
+    return (a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32)
+
+
+@kernel(parallel=False)
+def _store4x3(out_row, col0, cs, q0, nq, co, n_c, acc):
+    """Store a 4-pixel x 3-channel tile (only its pixels < nq and its first n_c channels)."""
+    for k in range(min(4, nq - q0)):
+        pixel = out_row[col0 + (q0 + k) * cs]
+        for c in range(n_c):
+            pixel[co + c] = acc[3 * k + c]
+
+
+@kernel(parallel=False)
 def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
     n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
                                                       meta[4], meta[5], meta[6], meta[7])
@@ -82,17 +114,16 @@ def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
             wb0 = g * w_g + c0 * w_co
             wb1 = g * w_g + c1 * w_co
             wb2 = g * w_g + c2 * w_co
-            co = g * cog + c0
-            n_c = min(3, cog - c0)
+            b0 = bias[g * cog + c0]
+            b1 = bias[g * cog + c1]
+            b2 = bias[g * cog + c2]
             for m in range(m_lo, m_hi):
                 out_row = dst[n, phases[p, R0] + m * rs]
                 for q0 in range(0, nq, 4):
                     q1 = min(q0 + 1, nq - 1)
                     q2 = min(q0 + 2, nq - 1)
                     q3 = min(q0 + 3, nq - 1)
-                    a00 = a10 = a20 = a30 = bias[co]
-                    a01 = a11 = a21 = a31 = bias[g * cog + c1]
-                    a02 = a12 = a22 = a32 = bias[g * cog + c2]
+                    acc = (b0, b1, b2, b0, b1, b2, b0, b1, b2, b0, b1, b2)
                     for t in range(nt):
                         srow = src[n, m * ssh + toffs[th + t]]
                         for r in range(n_runs):
@@ -102,45 +133,12 @@ def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
                             o2 = (q2 * ssw + col) * n_ch + ch0
                             o3 = (q3 * ssw + col) * n_ch + ch0
                             wo = toffs[ws + t * nu + r]
-                            x0 = srow[o0:o0 + span]
-                            x1 = srow[o1:o1 + span]
-                            x2 = srow[o2:o2 + span]
-                            x3 = srow[o3:o3 + span]
-                            w0 = weights[wb0 + wo:wb0 + wo + span]
-                            w1 = weights[wb1 + wo:wb1 + wo + span]
-                            w2 = weights[wb2 + wo:wb2 + wo + span]
-                            for i in range(span):
-                                v0 = w0[i]
-                                v1 = w1[i]
-                                v2 = w2[i]
-                                a00 += x0[i] * v0
-                                a01 += x0[i] * v1
-                                a02 += x0[i] * v2
-                                a10 += x1[i] * v0
-                                a11 += x1[i] * v1
-                                a12 += x1[i] * v2
-                                a20 += x2[i] * v0
-                                a21 += x2[i] * v1
-                                a22 += x2[i] * v2
-                                a30 += x3[i] * v0
-                                a31 += x3[i] * v1
-                                a32 += x3[i] * v2
-                    _store(out_row[col0 + q0 * cs], co, n_c, a00, a01, a02)
-                    if q0 + 1 < nq:
-                        _store(out_row[col0 + q1 * cs], co, n_c, a10, a11, a12)
-                    if q0 + 2 < nq:
-                        _store(out_row[col0 + q2 * cs], co, n_c, a20, a21, a22)
-                    if q0 + 3 < nq:
-                        _store(out_row[col0 + q3 * cs], co, n_c, a30, a31, a32)
-
-
-@kernel(parallel=False)
-def _store(pixel, co, n_c, a0, a1, a2):
-    pixel[co] = a0
-    if n_c > 1:
-        pixel[co + 1] = a1
-    if n_c > 2:
-        pixel[co + 2] = a2
+                            acc = _dot4x3(srow[o0:o0 + span], srow[o1:o1 + span],
+                                          srow[o2:o2 + span], srow[o3:o3 + span],
+                                          weights[wb0 + wo:wb0 + wo + span],
+                                          weights[wb1 + wo:wb1 + wo + span],
+                                          weights[wb2 + wo:wb2 + wo + span], acc)
+                    _store4x3(out_row, col0, cs, q0, nq, g * cog + c0, min(3, cog - c0), acc)
 
 
 @kernel(parallel=False)
