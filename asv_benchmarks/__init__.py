@@ -1,0 +1,1 @@
+"""airspeed velocity (asv) benchmarks of numbadeconv; see ``asv.conf.json`` and the README."""

@@ -1,0 +1,52 @@
+"""The asv suite stays importable and well-formed (``asv check``), without running it."""
+
+import importlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "asv_benchmarks"
+MODULES = sorted(p.stem for p in BENCH_DIR.glob("*.py") if p.stem != "__init__")
+
+
+@pytest.fixture
+def bench_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_benchmark_module_imports(bench_path, name):
+    importlib.import_module(f"asv_benchmarks.{name}")
+
+
+def test_case_table_is_consistent(bench_path):
+    common = importlib.import_module("asv_benchmarks.common")
+    for names in (common.CONV2D_CASES, common.TRANSPOSE_CASES, common.BACKPROP_FILTER_CASES,
+                  common.BACKPROP_INPUT_CASES):
+        assert set(names) <= set(common.CASES)
+    # Every case is compared with at least the NumPy peer, which must agree with numbadeconv.
+    import numpy as np
+
+    for op in common.OPS:
+        case = common.miniature(common.CASES["vae_dec_f64_nchw"])
+        data = common.arrays(op, case)
+        ours = common.build(op, case, "numbadeconv", data=data)()
+        theirs = common.build(op, case, "numpy_reference", data=data)()
+        np.testing.assert_allclose(theirs, ours, rtol=1e-10, atol=1e-10)
+
+
+def test_asv_check():
+    pytest.importorskip("asv")
+    # asv drops PYTHONPATH but honours ASV_PYTHONPATH: this checks the working tree even when
+    # numbadeconv is not installed in this interpreter.
+    env = dict(os.environ, ASV_PYTHONPATH=os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("ASV_PYTHONPATH")])]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "asv", "check", "--python=same"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
