@@ -39,6 +39,10 @@ ROWWISE_MAX_CHANNELS = 4
 #: stay in the L2 cache while every output channel is computed from them) ...
 ROW_BLOCK_BYTES = 256 * 1024
 
+#: The tiled kernel sweeps a row block's pixels past blocks of output channels whose weights take
+#: about this many bytes (they stay in L2).
+WEIGHT_BLOCK_BYTES = 256 * 1024
+
 #: ... unless that leaves fewer than this many jobs per thread.
 JOBS_PER_THREAD = 4
 
@@ -207,7 +211,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
                 w_start += index.size
         weight_index = np.concatenate(packed)
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
-            w_g)
+            w_g, WEIGHT_BLOCK_BYTES)
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,

@@ -19,9 +19,11 @@ offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap 
 ``toffs``; others: where its weights start in ``weights``), and MERGED (1 when the U taps are
 adjacent columns and their weights adjacent too, so that the taps x channels of one output pixel
 are one contiguous span of ``src`` and of ``weights``). ``meta`` (int64) is
-``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g]``: each job computes ``rows``
+``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes]``: each job computes ``rows``
 consecutive rows (block ``b`` of ``n_blocks``) of one phase of one image; ``w_co`` and ``w_g``
-are the tiled kernel's weight strides between output channels and between groups.
+are the tiled kernel's weight strides between output channels and between groups, and
+``w_bytes`` the size of the block of weights it keeps in cache while sweeping a row block's
+pixels.
 
 Four kernels, each with a serial and a parallel entry (``prange`` over (image, row block, phase)
 jobs, phases innermost so that uneven phases spread over the threads):
@@ -106,39 +108,44 @@ def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
         n_runs = nu
         span = cig
     col0 = phases[p, C0]
+    # Output channels in blocks whose weights (all this phase's taps) fit in about meta[10]
+    # bytes, so that they stay in L2 while the block's pixels, 4 at a time, stream past them.
+    c_block = max(3, min(cog, meta[10] // max(1, nt * nu * cig * dst.itemsize) // 3 * 3))
     for g in range(groups):
         ch0 = g * cig
-        for c0 in range(0, cog, 3):
-            c1 = min(c0 + 1, cog - 1)
-            c2 = min(c0 + 2, cog - 1)
-            wb0 = g * w_g + c0 * w_co
-            wb1 = g * w_g + c1 * w_co
-            wb2 = g * w_g + c2 * w_co
-            b0 = bias[g * cog + c0]
-            b1 = bias[g * cog + c1]
-            b2 = bias[g * cog + c2]
+        for cb in range(0, cog, c_block):
             for m in range(m_lo, m_hi):
                 out_row = dst[n, phases[p, R0] + m * rs]
                 for q0 in range(0, nq, 4):
                     q1 = min(q0 + 1, nq - 1)
                     q2 = min(q0 + 2, nq - 1)
                     q3 = min(q0 + 3, nq - 1)
-                    acc = (b0, b1, b2, b0, b1, b2, b0, b1, b2, b0, b1, b2)
-                    for t in range(nt):
-                        srow = src[n, m * ssh + toffs[th + t]]
-                        for r in range(n_runs):
-                            col = toffs[tw + r]
-                            o0 = (q0 * ssw + col) * n_ch + ch0
-                            o1 = (q1 * ssw + col) * n_ch + ch0
-                            o2 = (q2 * ssw + col) * n_ch + ch0
-                            o3 = (q3 * ssw + col) * n_ch + ch0
-                            wo = toffs[ws + t * nu + r]
-                            acc = _dot4x3(srow[o0:o0 + span], srow[o1:o1 + span],
-                                          srow[o2:o2 + span], srow[o3:o3 + span],
-                                          weights[wb0 + wo:wb0 + wo + span],
-                                          weights[wb1 + wo:wb1 + wo + span],
-                                          weights[wb2 + wo:wb2 + wo + span], acc)
-                    _store4x3(out_row, col0, cs, q0, nq, g * cog + c0, min(3, cog - c0), acc)
+                    for c0 in range(cb, min(cb + c_block, cog), 3):
+                        c1 = min(c0 + 1, cog - 1)
+                        c2 = min(c0 + 2, cog - 1)
+                        wb0 = g * w_g + c0 * w_co
+                        wb1 = g * w_g + c1 * w_co
+                        wb2 = g * w_g + c2 * w_co
+                        b0 = bias[g * cog + c0]
+                        b1 = bias[g * cog + c1]
+                        b2 = bias[g * cog + c2]
+                        acc = (b0, b1, b2, b0, b1, b2, b0, b1, b2, b0, b1, b2)
+                        for t in range(nt):
+                            srow = src[n, m * ssh + toffs[th + t]]
+                            for r in range(n_runs):
+                                col = toffs[tw + r]
+                                o0 = (q0 * ssw + col) * n_ch + ch0
+                                o1 = (q1 * ssw + col) * n_ch + ch0
+                                o2 = (q2 * ssw + col) * n_ch + ch0
+                                o3 = (q3 * ssw + col) * n_ch + ch0
+                                wo = toffs[ws + t * nu + r]
+                                acc = _dot4x3(srow[o0:o0 + span], srow[o1:o1 + span],
+                                              srow[o2:o2 + span], srow[o3:o3 + span],
+                                              weights[wb0 + wo:wb0 + wo + span],
+                                              weights[wb1 + wo:wb1 + wo + span],
+                                              weights[wb2 + wo:wb2 + wo + span], acc)
+                        _store4x3(out_row, col0, cs, q0, nq, g * cog + c0, min(3, cog - c0),
+                                  acc)
 
 
 @kernel(parallel=False)
