@@ -221,6 +221,7 @@ def run_numpy(case: Case, threads: int | None = None) -> Callable[[], object]:
                                           case.padding)
 
 
+#: numpy last: each round of timings ends with it, then lets its BLAS threads go idle.
 PEERS = {"torch": run_torch, "tensorflow": run_tensorflow, "jax": run_jax, "numpy": run_numpy}
 
 
@@ -245,6 +246,12 @@ def _time_once(func: Callable[[], object], min_seconds: float = 0.02) -> float:
             return elapsed / calls
 
 
+def _let_blas_idle() -> None:
+    """Wait until OpenBLAS's threads stop spinning after a GEMM: they would slow every other
+    library's threads (and small calls by milliseconds) for about a tenth of a second."""
+    time.sleep(0.25)
+
+
 def gemm_peak(dtype: str, n: int = 1024, repeat: int = 5) -> float:
     """GFLOP/s of an n x n x n matrix product (NumPy's BLAS) in ``dtype``, median of runs."""
     a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
@@ -266,6 +273,7 @@ def main(quick: bool = False, repeat: int = 7, threads: int | None = None,
         versions[name] = getattr(mod, "__version__", "?")
     n_threads = threads or numba.get_num_threads()
     peaks = {d: gemm_peak(d) for d in sorted({c.dtype for c in chosen})}
+    _let_blas_idle()
     print(f"threads {n_threads}; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print("GEMM peak (NumPy BLAS): " + ", ".join(f"{d} {p:.0f} GFLOP/s" for d, p in peaks.items()))
     print(f"median of {repeat} interleaved runs; ratio = numbadeconv time / peer time")
@@ -286,6 +294,8 @@ def main(quick: bool = False, repeat: int = 7, threads: int | None = None,
         for _ in range(repeat):
             for k, f in funcs.items():
                 times[k].append(_time_once(f))
+                if k == "numpy":
+                    _let_blas_idle()
         med = {k: statistics.median(v) for k, v in times.items()}
         ours = med["numbadeconv"]
         gflops = case.flops / ours / 1e9
