@@ -178,6 +178,8 @@ def shape4(name: str, value) -> tuple[int, int, int, int]:
         raise ValueError(f"{name} must have 4 entries; got {values}")
     if min(values) < 0:
         raise ValueError(f"{name} must be non-negative; got {values}")
+    # every result is computed in float32 or float64: refuse what cannot fit even in float32
+    check_output_bytes(name, values, 4)
     return tuple(values)
 
 
@@ -207,14 +209,19 @@ def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
     return (np.dtype(np.float32) if result == np.float16 else result), result
 
 
-def prepared(array: np.ndarray, dtype: np.dtype, nhwc: bool) -> np.ndarray:
+def prepared(array: np.ndarray, dtype: np.dtype, nhwc: bool,
+             name: str = "an input") -> np.ndarray:
     """An NHWC, C-contiguous, writeable, native ``dtype`` array with ``array``'s values.
 
     Copies only when needed; read-only arrays are copied so that every call hits the same
-    compiled kernel (Numba specialises on read-only arrays).
+    compiled kernel (Numba specialises on read-only arrays). A copy larger than the machine's
+    memory (say of a zero-stride ``np.broadcast_to`` view) is refused with ValueError first.
     """
     if not nhwc:
         array = array.transpose(0, 2, 3, 1)
+    if not (array.flags.c_contiguous and array.flags.writeable and array.dtype == dtype):
+        check_output_bytes(f"a C-contiguous {np.dtype(dtype).name} copy of {name}", array.shape,
+                           np.dtype(dtype).itemsize)
     out = np.ascontiguousarray(array, dtype=dtype)
     if not out.flags.writeable:
         out = out.copy()
@@ -233,6 +240,10 @@ def groups_of(in_channels: int, filter_in: int, filter_out: int, what: str,
             raise ValueError(f"{filters} have 0 input channels (axis 2) but {what} has "
                              f"{in_channels} channels")
         return 1
+    if in_channels == 0:  # would be 0 groups
+        raise ValueError(f"{what} has 0 channels but the {filters} have {filter_in} input "
+                         f"channels (axis 2); give {filters} with 0 input channels or {what} "
+                         f"with a multiple of {filter_in} channels")
     if in_channels % filter_in:
         raise ValueError(
             f"{what} has {in_channels} channels, which is not a multiple of the {filters}' "

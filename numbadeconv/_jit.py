@@ -143,7 +143,8 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 def parallel_allowed() -> bool:
     """False in a process forked from one whose threading layer is GNU OpenMP: there Numba
-    terminates the process at the first parallel launch, so the caller must run serial kernels."""
+    terminates the process at the first parallel launch, so the caller must run serial kernels.
+    """
     if _forked_from_gnu_openmp:
         logger.debug("numbadeconv: forked from a GNU OpenMP process; running serial kernels")
         return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -36,14 +37,20 @@ def child_env(**overrides: str | None) -> dict[str, str]:
 
 def run_child(code: str, *, env: dict[str, str] | None = None, timeout: float = 120,
               cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter; a hang becomes a test failure after ``timeout`` s."""
-    try:
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                              env=env if env is not None else child_env(), cwd=cwd,
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"child process hung for more than {timeout} s; output so far:\n"
-                             f"{exc.stdout}\n{exc.stderr}") from None
+    """Run ``code`` as a script in a fresh interpreter; a hang fails the test after ``timeout`` s.
+
+    The script is a file (not ``-c``) so that ``spawn`` and ``forkserver`` pools can import it.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "child_script.py"
+        script.write_text(textwrap.dedent(code))
+        try:
+            return subprocess.run([sys.executable, str(script)],
+                                  env=env if env is not None else child_env(), cwd=cwd,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"child process hung for more than {timeout} s; output so "
+                                 f"far:\n{exc.stdout}\n{exc.stderr}") from None
 
 
 def check_child(proc: subprocess.CompletedProcess) -> str:

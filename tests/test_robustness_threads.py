@@ -12,7 +12,6 @@ would abort the process ("Terminating: Concurrent access has been detected"):
 import importlib.util
 
 import pytest
-
 from _robustness import check_child, child_env, run_child, tbb_library_dir
 
 SCRIPT = """

@@ -1,0 +1,336 @@
+"""Hostile arguments: every public op either returns the reference's result or raises
+ValueError / TypeError. Never another exception, never a crash.
+
+Hypothesis throws random ranks, shapes (0, and huge sizes as arguments or as zero-stride views),
+strides, dilations, paddings, output shapes, dtypes, layouts and ``threads`` at the four ops. The
+examples run in a child interpreter with ``NUMBA_BOUNDSCHECK=1``, so that an out-of-bounds read or
+write in a kernel is an IndexError (a failure) rather than silent corruption or a segfault, and so
+that a crash fails one test instead of killing the runner. The child uses its own
+``NUMBA_CACHE_DIR``: Numba's cache does not tell bounds-checked machine code from the rest.
+"""
+
+import collections
+
+import numpy as np
+import pytest
+from _robustness import REPO, check_child, child_env, run_child
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+OPS = ("conv2d", "conv2d_transpose", "conv2d_backprop_input", "conv2d_backprop_filter")
+HUGE = 2**40
+#: Huge strides, dilations and paddings (with a small output) hit two known bugs of ``_engine``
+#: (see ``KNOWN_BUGS`` below: the padded frame is materialised; the transpose loops over the
+#: stride in Python). Until they are fixed the fuzz leaves them out; the xfail tests keep them.
+FUZZ_HUGE_GEOMETRY = False
+BIG = [HUGE, 2**63, 2**20] if FUZZ_HUGE_GEOMETRY else [2**16, 1000]
+
+DTYPES = ["float32", "float64", "float16", ">f4", ">f8", "int32", "int64", "uint8", "bool",
+          "complex64", "complex128", "object", "U3"]
+# a float dtype's tolerance (result vs the float64 reference, relative to sum |terms|)
+RTOL = {2: 4e-3, 4: 2e-4, 8: 1e-10}
+
+small = st.integers(0, 4)
+dim = st.one_of(small, small, small, st.sampled_from([0, 1, HUGE, 2**31, -1]))
+positive = st.integers(1, 3)
+scalar_arg = st.one_of(positive, positive, st.sampled_from([0, -1, *BIG]), st.just(True),
+                       st.floats(0, 3), st.text(max_size=2), st.none(),
+                       st.integers(1, 3).map(np.int64))
+spatial = st.one_of(scalar_arg, st.lists(scalar_arg, max_size=5),
+                    st.lists(positive, min_size=2, max_size=2),
+                    st.tuples(st.just(1), positive, positive, st.just(1)),
+                    st.tuples(st.just(1), st.just(1), positive, positive))
+pad_amount = st.one_of(st.integers(0, 3), st.integers(0, 3), st.sampled_from([-1, *BIG]))
+explicit = st.tuples(pad_amount, pad_amount, pad_amount, pad_amount)
+padding = st.one_of(
+    st.sampled_from(["SAME", "VALID", "same", "valid", "EXPLICIT", "", "SAME "]),
+    explicit.map(lambda p: [[0, 0], [p[0], p[1]], [p[2], p[3]], [0, 0]]),
+    explicit.map(lambda p: [[0, 0], [0, 0], [p[0], p[1]], [p[2], p[3]]]),
+    explicit.map(lambda p: np.array([[0, 0], [p[0], p[1]], [p[2], p[3]], [0, 0]])),
+    st.lists(st.lists(st.one_of(pad_amount, st.floats(0, 2), st.text(max_size=1)), max_size=3),
+             max_size=5),
+    st.none(), st.integers(-1, 3),
+)
+layout = st.sampled_from(["NHWC", "NHWC", "NCHW", "NCHW", "nhwc", "NWHC", "", None, 4])
+threads = st.one_of(st.none(), st.none(), st.just(1), st.just(2), st.sampled_from([0, -1, HUGE]),
+                    st.just(1.0), st.just(True), st.just("2"))
+
+
+def _make_array(shape, dtype, seed, flip):
+    a = np.random.default_rng(seed).standard_normal(int(np.prod(shape))).reshape(shape)
+    if dtype.kind in "fc":
+        a = a.astype(dtype)
+    elif dtype.kind == "U":
+        a = a.astype(str).astype(dtype)
+    else:
+        a = np.asarray(a * 3).astype(dtype)
+    return a[::-1] if flip and a.ndim else a  # non-contiguous
+
+
+@st.composite
+def hostile_array(draw, shape):
+    """Something in place of an array of ``shape``: another rank or dtype, a huge view, ..."""
+    kind = draw(st.sampled_from(["rank", "dtype", "huge", "list", "scalar", "zero"]))
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    if kind == "rank":
+        shape = draw(st.lists(small, max_size=6))
+    elif kind == "huge":  # a zero-stride view: a huge shape in no memory
+        shape = list(shape)
+        shape[draw(st.integers(0, 3))] = draw(st.sampled_from([2**16, 2**24, 2**31]))
+        return np.broadcast_to(np.ones((), np.float32), shape)
+    elif kind == "scalar":
+        return draw(st.sampled_from([1.0, None, "x", [1.0]]))
+    elif kind == "zero":
+        shape = list(shape)
+        shape[draw(st.integers(0, 3))] = 0
+        dtype = np.dtype(np.float32)
+    a = _make_array(shape, dtype, draw(st.integers(0, 2**32 - 1)), draw(st.booleans()))
+    return a.tolist() if kind == "list" else a
+
+
+def maybe(draw, valid, hostile, p_hostile):
+    """``valid``, or with probability about ``p_hostile`` a draw from ``hostile``."""
+    if draw(st.integers(0, 999)) < p_hostile * 1000:
+        return draw(hostile)
+    return valid
+
+
+@st.composite
+def calls(draw):
+    """(op, args, kwargs): a valid call with, often, one or more arguments made hostile."""
+    from numbadeconv.testing import reference_output_size
+
+    op = draw(st.sampled_from(OPS))
+    p = draw(st.sampled_from([0.0, 0.05, 0.15, 0.4]))  # how hostile this example is
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cg, og = draw(small), draw(small)
+    if groups > 1:
+        cg = max(cg, 1)
+    n, h, w = draw(small), draw(st.integers(0, 7)), draw(st.integers(0, 7))
+    fh, fw = draw(positive), draw(positive)
+    sh, sw, dh, dw = (draw(positive) for _ in range(4))
+    pads = draw(st.one_of(st.sampled_from(["SAME", "VALID"]),
+                          st.tuples(*[st.integers(0, 3)] * 4)))
+    if isinstance(pads, str):
+        pad_h = pad_w = pads
+    else:
+        pad_h, pad_w = pads[:2], pads[2:]
+        pads = [[0, 0], list(pad_h), list(pad_w), [0, 0]]
+    nchw = draw(st.booleans())
+    if nchw and not isinstance(pads, str):
+        pads = [pads[0], pads[3], pads[1], pads[2]]
+    try:
+        oh = reference_output_size(h, fh, sh, pad_h, dh)
+        ow = reference_output_size(w, fw, sw, pad_w, dw)
+    except ValueError:
+        oh = ow = -1
+    oh, ow = max(oh, 0), max(ow, 0)
+    order = (lambda a, b, c, d: (a, d, b, c)) if nchw else (lambda a, b, c, d: (a, b, c, d))
+    x_shape = order(n, h, w, cg * groups)
+    y_shape = order(n, oh, ow, og * groups)
+    f_shape = (fh, fw, cg, og * groups)
+    dtype = np.dtype(draw(st.sampled_from(["float32", "float64", "float16", ">f4"])))
+    seed = draw(st.integers(0, 2**32 - 1))
+    x = maybe(draw, _make_array(x_shape, dtype, seed, draw(st.booleans())),
+              hostile_array(x_shape), p)
+    y = maybe(draw, _make_array(y_shape, dtype, seed + 1, draw(st.booleans())),
+              hostile_array(y_shape), p)
+    f = maybe(draw, _make_array(f_shape, dtype, seed + 2, draw(st.booleans())),
+              hostile_array(f_shape), p)
+    int_list = st.lists(dim, max_size=5)
+    kwargs = dict(
+        strides=maybe(draw, draw(st.sampled_from([[sh, sw], order(1, sh, sw, 1)]))
+                      if sh != sw else sh, spatial, p),
+        padding=maybe(draw, pads, padding, p),
+        data_format=maybe(draw, "NCHW" if nchw else "NHWC", layout, p),
+        dilations=maybe(draw, [dh, dw], spatial, p),
+        threads=maybe(draw, None, threads, p),
+    )
+    if op == "conv2d":
+        args = (x, f)
+    elif op == "conv2d_transpose":
+        args = (y, f, maybe(draw, list(x_shape), int_list, p))
+    elif op == "conv2d_backprop_input":
+        args = (maybe(draw, list(x_shape), int_list, p), f, y)
+    else:
+        args = (x, maybe(draw, list(f_shape), int_list, p), y)
+    return op, args, kwargs
+
+
+def _reference(op, args, kwargs):
+    from numbadeconv import testing
+
+    kwargs = {k: v for k, v in kwargs.items() if k != "threads"}
+    if op == "conv2d":
+        return testing.reference_conv2d(*args, **kwargs)
+    if op == "conv2d_transpose":
+        return testing.reference_conv2d_transpose(*args, **kwargs)
+    if op == "conv2d_backprop_input":
+        shape, f, dy = args
+        return testing.reference_conv2d_transpose(dy, f, shape, **kwargs)
+    return testing.reference_conv2d_backprop_filter(*args, **kwargs)
+
+
+SHAPE_ARG = {"conv2d_transpose": 2, "conv2d_backprop_input": 0, "conv2d_backprop_filter": 1}
+
+
+def _modest(obj, limit=10**4) -> bool:
+    """Whether every int and array axis in ``obj`` (nested) is at most ``limit``."""
+    if isinstance(obj, np.ndarray):
+        return max(obj.shape, default=0) <= limit and (obj.dtype.kind not in "iu" or obj.size == 0
+                                                       or int(np.abs(obj).max()) <= limit)
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_modest(v, limit) for v in obj)
+    if isinstance(obj, (int, np.integer)):
+        return abs(int(obj)) <= limit
+    return True
+
+
+def check_call(op, args, kwargs, stats):
+    import numbadeconv as nd
+
+    try:
+        got = getattr(nd, op)(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        assert str(exc), f"{op}: {type(exc).__name__} without a message"
+        stats["rejected"] += 1
+        return
+    stats["accepted"] += 1
+    assert isinstance(got, np.ndarray) and got.dtype.kind == "f", (op, type(got))
+    if not _modest((args, kwargs, got.shape)):
+        # a huge geometry: the naive reference would loop or allocate for ages
+        stats["huge geometry, not compared"] += 1
+        return
+    try:
+        ref = _reference(op, args, kwargs)
+    except (ValueError, ZeroDivisionError):
+        # the reference fails on some empty problems (0 channels: reported); the result is then
+        # empty and only its shape can be checked
+        if got.size:
+            raise
+        stats["empty, reference failed"] += 1
+        return
+    assert got.shape == ref.shape, (op, got.shape, ref.shape)
+    # the same op on |inputs| bounds the rounding error of each element
+    bound = _reference(op, [a if i == SHAPE_ARG.get(op) else np.abs(np.asarray(a, np.float64))
+                            for i, a in enumerate(args)], kwargs)
+    tol = RTOL[got.dtype.itemsize] * (bound + 1) * 4
+    finite = np.isfinite(ref)
+    assert np.all(np.abs(got[finite] - ref[finite]) <= tol[finite]), op
+    assert np.array_equal(np.isnan(got), np.isnan(ref)), op
+
+
+def fuzz(max_examples, seed=None):
+    """Run ``max_examples`` hypothesis examples; returns counts of accepted / rejected calls."""
+    stats = collections.Counter(accepted=0, rejected=0)
+
+    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=seed is None,
+              suppress_health_check=list(HealthCheck))
+    @given(calls())
+    def run(call):
+        check_call(*call, stats)
+
+    run()
+    return stats
+
+
+CHILD = """
+import resource, sys
+sys.path.insert(0, {tests!r})
+import numba
+from numbadeconv import _args
+assert numba.config.BOUNDSCHECK, "bounds checking is off"
+# Results over 1 GiB must be refused (ValueError) before anything is allocated, and an address
+# space of 6 GiB turns any unchecked big allocation into a MemoryError (a failure).
+_args.MAX_OUTPUT_BYTES = 2**30
+resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+from test_robustness_fuzz import fuzz
+print("stats", dict(fuzz({n})))
+"""
+
+
+def _run(tmp_path, n, timeout):
+    env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
+    out = check_child(run_child(CHILD.format(tests=str(REPO / "tests"), n=n), env=env,
+                                timeout=timeout, cwd=tmp_path))
+    print(out)
+    return out
+
+
+def test_fuzz_hostile_arguments(tmp_path):
+    _run(tmp_path, 1000, timeout=300)
+
+
+@pytest.mark.slow
+def test_fuzz_hostile_arguments_many(tmp_path):
+    _run(tmp_path, 5000, timeout=3000)
+
+
+# --- requests that must fail fast: each in a child with a 6 GiB address space and a timeout -----
+
+F32 = "np.ones({}, np.float32)"
+HUGE_REQUESTS = {
+    "output_shape": f"nd.conv2d_transpose({F32.format((1, 1, 1, 1))}, {F32.format((1, 1, 1, 1))},"
+                    " [1, 2**20, 2**20, 1], strides=2**20, padding='SAME')",
+    "filter_sizes": f"nd.conv2d_backprop_filter({F32.format((1, 2, 2, 1))}, [2**20, 2**20, 1, 1],"
+                    f" {F32.format((1, 2, 2, 1))}, strides=1, padding='SAME')",
+    "broadcast view": "nd.conv2d(np.broadcast_to(np.float32(1), (1, 2**17, 2**17, 2)),"
+                      f" {F32.format((1, 1, 2, 1))}, strides=2**17, padding='VALID')",
+}
+KNOWN_BUGS = {
+    # _engine._padded materialises the whole padded frame, even when the output is small
+    "padding, conv2d": f"nd.conv2d({F32.format((1, 1, 1, 1))}, {F32.format((1, 1, 1, 1))},"
+                       " strides=10**6, padding=[[0, 0], [10**6, 10**6], [10**6, 10**6], [0, 0]])",
+    "dilation, conv2d": f"nd.conv2d({F32.format((1, 4, 4, 1))}, {F32.format((2, 2, 1, 1))},"
+                        " strides=1, padding='SAME', dilations=10**9)",
+    "padding, backprop_filter": f"nd.conv2d_backprop_filter({F32.format((1, 1, 1, 1))}, "
+                                f"[1, 1, 1, 1], {F32.format((1, 3, 3, 1))}, strides=10**6, "
+                                "padding=[[0, 0], [10**6, 10**6], [10**6, 10**6], [0, 0]])",
+    # _engine._transpose_phases loops over range(stride) in Python
+    "stride, transpose": f"nd.conv2d_transpose({F32.format((1, 1, 1, 1))}, "
+                         f"{F32.format((1, 1, 1, 1))}, [1, 1, 1, 1], strides=10**12, "
+                         "padding='VALID')",
+}
+FAIL_FAST = """
+import resource, time
+import numpy as np
+import numbadeconv as nd
+resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+start = time.perf_counter()
+try:
+    {call}
+except ValueError as exc:
+    assert "bytes" in str(exc) or "too" in str(exc), exc
+    print("ValueError", time.perf_counter() - start, exc)
+"""
+
+
+def _fail_fast(call):
+    out = check_child(run_child(FAIL_FAST.format(call=call), timeout=15))
+    assert "ValueError" in out, out
+
+
+@pytest.mark.parametrize("what", list(HUGE_REQUESTS))
+def test_huge_request_fails_fast_with_value_error(what):
+    _fail_fast(HUGE_REQUESTS[what])
+
+
+@pytest.mark.xfail(strict=True, reason="known bug in _engine (padded frame / phase loop), reported")
+@pytest.mark.parametrize("what", list(KNOWN_BUGS))
+def test_huge_geometry_fails_fast_known_bugs(what):
+    _fail_fast(KNOWN_BUGS[what])
+
+
+def test_zero_input_channels_with_nonzero_filter_channels_is_a_value_error():
+    # found by the fuzz: 0 channels / 1 filter channel made 0 groups, then a ZeroDivisionError
+    import numbadeconv as nd
+
+    x, f = np.zeros((1, 3, 3, 0), np.float32), np.zeros((1, 1, 1, 2), np.float32)
+    with pytest.raises(ValueError, match="0 channels"):
+        nd.conv2d(x, f, 1, "SAME")
+    with pytest.raises(ValueError, match="0 channels"):
+        nd.conv2d_transpose(np.zeros((1, 3, 3, 2), np.float32), f, [1, 3, 3, 0], 1, "SAME")
+    with pytest.raises(ValueError, match="0 channels"):
+        nd.conv2d_backprop_filter(x, [1, 1, 1, 2], np.zeros((1, 3, 3, 2), np.float32), 1, "SAME")
