@@ -27,6 +27,10 @@ def _physical_memory() -> int:
         return 1 << 40
 
 
+#: Largest stride, dilation or explicit padding: keeps every offset the kernels compute within
+#: int64.
+MAX_GEOMETRY = 2**31 - 1
+
 #: Results (and the buffers the kernels need beside them) larger than the machine's memory are
 #: refused before anything is allocated.
 MAX_OUTPUT_BYTES = _physical_memory()
@@ -77,7 +81,8 @@ def memoised(func):
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+    return (isinstance(value, (numbers.Integral, np.integer))
+            and not isinstance(value, (bool, np.bool_)))
 
 
 def _int_list(name: str, value) -> list[int]:
@@ -124,8 +129,8 @@ def spatial_pair(name: str, value, nhwc: bool, default: int | None = None) -> tu
     else:
         raise ValueError(f"{name} must be an int or a sequence of 1, 2 or 4 ints "
                          f"({layout} for {'NHWC' if nhwc else 'NCHW'}); got {values}")
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be positive; got {values}")
+    if min(pair) < 1 or max(pair) > MAX_GEOMETRY:
+        raise ValueError(f"{name} must be between 1 and {MAX_GEOMETRY}; got {values}")
     return pair
 
 
@@ -139,6 +144,9 @@ def int_pair(name: str, value, minimum: int) -> tuple[int, int]:
     if min(pair) < minimum:
         what = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{name} must be {what}; got {values if len(values) > 1 else pair[0]}")
+    if max(pair) > MAX_GEOMETRY:
+        raise ValueError(f"{name} must be at most {MAX_GEOMETRY}; got "
+                         f"{values if len(values) > 1 else pair[0]}")
     return pair
 
 
@@ -161,8 +169,8 @@ def padding_pair(padding, nhwc: bool) -> tuple:
     if not all(_is_int(v) for v in pairs.ravel()):
         raise TypeError(f"explicit padding must contain ints only; got {padding!r}")
     pairs = [[int(a), int(b)] for a, b in pairs]
-    if min(min(p) for p in pairs) < 0:
-        raise ValueError(f"explicit padding must be non-negative; got {pairs}")
+    if min(min(p) for p in pairs) < 0 or max(max(p) for p in pairs) > MAX_GEOMETRY:
+        raise ValueError(f"explicit padding must be between 0 and {MAX_GEOMETRY}; got {pairs}")
     other = (0, 3) if nhwc else (0, 1)
     if any(pairs[i] != [0, 0] for i in other):
         raise ValueError(f"explicit padding must be [0, 0] along the batch and channel axes "

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from numba import types
 
-from . import _jit
+from . import _args, _jit
 from ._kernels import correlate
 from ._kernels import filter_grad as _filter_grad
 
@@ -47,7 +47,8 @@ WEIGHT_BLOCK_BYTES = 256 * 1024
 JOBS_PER_THREAD = 4
 
 _CORRELATE = {
-    kind: {False: getattr(correlate, f"{kind}_serial"), True: getattr(correlate, f"{kind}_parallel")}
+    kind: {False: getattr(correlate, f"{kind}_serial"),
+           True: getattr(correlate, f"{kind}_parallel")}
     for kind in ("tiled", "vector", "depthwise", "rowwise")
 }
 _FILTER_GRAD = {False: _filter_grad.filter_grad_serial, True: _filter_grad.filter_grad_parallel}
@@ -74,12 +75,16 @@ def _launch(kernels, threads: int, *args) -> None:
 
 
 def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None) -> np.ndarray:
-    """``a`` ``[N, H, W, C]`` placed at (top, left) in a zero ``[N, height, width, C]`` frame,
-    with its last two axes merged; ``frame`` None means ``a`` itself (no padding needed)."""
+    """``a`` ``[N, H, W, C]`` placed at (top, left) in a zero ``[N, height, width, C]`` frame.
+
+    The result has its last two axes merged; ``frame`` None means ``a`` itself (no padding).
+    """
     n, h, w, c = a.shape
     if frame is None:
         return a.reshape(n, h, w * c)
     top, left, height, width = frame
+    _args.check_output_bytes("the zero-padded copy of the input that this padding, dilation and "
+                             "stride need", (n, height, width, c), a.itemsize)
     out = np.zeros((n, height, width, c), a.dtype)
     rows = max(0, min(h, height - top))
     cols = max(0, min(w, width - left))
@@ -140,7 +145,7 @@ def _in_place_strides(taps: list[np.ndarray]) -> tuple[int, int] | None:
         if i5.size == 0:
             continue
         base = i5[:, :, :1, :1, :1]
-        ci, g, co = (np.arange(n).reshape(shape) for n, shape in zip(
+        ci, g, co = (np.arange(n).reshape(shape) for n, shape in zip(  # noqa: B905
             i5.shape[2:], ((-1, 1, 1), (1, -1, 1), (1, 1, -1))))
         s_co = int(i5[0, 0, 0, 0, 1] - i5[0, 0, 0, 0, 0]) if i5.shape[4] > 1 else 0
         s_g = int(i5[0, 0, 0, 1, 0] - i5[0, 0, 0, 0, 0]) if i5.shape[3] > 1 else 0
@@ -168,7 +173,8 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
                 if cig >= IN_PLACE_MIN_SPAN else None)
     merged = [in_place is None and groups == 1 and bool(np.all(np.diff(c[2]) == 1))
               for c in cols]
-    spans = [len(c[2]) * cig if mg else cig for c, mg in zip(cols, merged) if len(c[2])]
+    spans = [len(c[2]) * cig if mg else cig for c, mg in zip(cols, merged, strict=True)
+             if len(c[2])]
     kind = _choose_kernel(cig, cog, groups, spans or [cig])
 
     # toffs: source row offsets of every row phase, then source column offsets of every column
@@ -262,15 +268,16 @@ def _transpose_phases(size, kernel, stride, dilation, pad_before, n_src):
     source are dropped. Returns ``(phases, before, after)``: the phases' source offsets are into
     the source padded by ``before`` in front (and ``after`` behind).
     """
+    taps_of = {}  # residue -> taps with that residue, in increasing order
+    for k in range(kernel):
+        taps_of.setdefault(k * dilation % stride, []).append(k)
     raw = []
-    for rho in range(stride):
+    # only residues that some output has (at most min(size, stride) of them)
+    for rho in sorted({(i + pad_before) % stride for i in range(min(size, stride))}):
         m_lo = -((rho - pad_before) // stride)  # ceil((pad_before - rho) / stride)
         m_hi = (size - 1 + pad_before - rho) // stride
-        if m_hi < m_lo:
-            continue
-        taps = [k for k in range(kernel)
-                if (k * dilation) % stride == rho
-                and m_hi - (k * dilation - rho) // stride >= 0
+        taps = [k for k in taps_of.get(rho, ())
+                if m_hi - (k * dilation - rho) // stride >= 0
                 and m_lo - (k * dilation - rho) // stride < n_src]
         raw.append((rho, m_lo, m_hi, taps))
     js = [((k * dilation - rho) // stride, m_lo, m_hi) for rho, m_lo, m_hi, taps in raw

@@ -21,8 +21,10 @@ Intel or LLVM OpenMP) keep their parallel kernels after fork.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -58,6 +60,24 @@ def kernel(*, parallel: bool) -> Callable:
 
 
 # --- threads ------------------------------------------------------------------------------------
+
+
+def _preload_tbb() -> None:
+    """Make the TBB runtime of the ``[tbb]`` extra findable by Numba.
+
+    pip puts ``libtbb.so.12`` in the environment's ``lib/``, which Numba's TBB layer (no RPATH)
+    does not search: without this, ``NUMBA_THREADING_LAYER=tbb`` fails inside a virtualenv.
+    Loading it first satisfies that dependency; nothing happens where it is not installed.
+    """
+    lib = os.path.join(sys.prefix, "lib", "libtbb.so.12")
+    if os.path.exists(lib):
+        try:
+            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:  # a broken install: Numba will then report the layer missing
+            logger.debug("numbadeconv: could not load %s: %s", lib, exc)
+
+
+_preload_tbb()
 
 def resolve_threads(threads: int | None) -> int | None:
     """Validate a ``threads=`` argument: None (Numba's current setting) or 1..NUMBA_NUM_THREADS."""
@@ -142,8 +162,10 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 
 def parallel_allowed() -> bool:
-    """False in a process forked from one whose threading layer is GNU OpenMP: there Numba
-    terminates the process at the first parallel launch, so the caller must run serial kernels.
+    """False in a process forked from one whose threading layer is GNU OpenMP.
+
+    There Numba terminates the process at the first parallel launch, so the caller must run the
+    serial kernels.
     """
     if _forked_from_gnu_openmp:
         logger.debug("numbadeconv: forked from a GNU OpenMP process; running serial kernels")

@@ -247,8 +247,11 @@ def _time_once(func: Callable[[], object], min_seconds: float = 0.02) -> float:
 
 
 def _let_blas_idle() -> None:
-    """Wait until OpenBLAS's threads stop spinning after a GEMM: they would slow every other
-    library's threads (and small calls by milliseconds) for about a tenth of a second."""
+    """Wait until OpenBLAS's threads stop spinning after a GEMM.
+
+    Spinning, they would slow every other library's threads (and small calls by milliseconds)
+    for about a tenth of a second.
+    """
     time.sleep(0.25)
 
 

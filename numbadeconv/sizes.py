@@ -69,7 +69,8 @@ def check_padding_1d(padding: object) -> Padding1D:
         upper = padding.upper()
         if upper in ("SAME", "VALID"):
             return upper
-        raise ValueError(f"padding must be 'SAME', 'VALID' or a (before, after) pair; got {padding!r}")
+        raise ValueError(
+            f"padding must be 'SAME', 'VALID' or a (before, after) pair; got {padding!r}")
     if isinstance(padding, Sequence) and len(padding) == 2:
         return (
             _check_int("padding before", padding[0], 0),

@@ -465,7 +465,7 @@ def reference_conv2d_backprop_filter(
         for j in range(fw):
             cols = _tap_window(j, dilations[1], strides[1], ow)
             for g in range(groups):
-                x_tap = xpad[:, rows, cols, g * cg : (g + 1) * cg].reshape(-1, cg)
-                dy_g = dy[..., g * og : (g + 1) * og].reshape(-1, og)
+                x_tap = xpad[:, rows, cols, g * cg : (g + 1) * cg].reshape(n * oh * ow, cg)
+                dy_g = dy[..., g * og : (g + 1) * og].reshape(n * oh * ow, og)
                 dw[i, j, :, g * og : (g + 1) * og] = x_tap.T @ dy_g
     return dw

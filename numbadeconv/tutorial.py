@@ -29,9 +29,11 @@ def run() -> list[str]:
     lines = ["x1 = ones[1,3,3,1]; x2 = ones[1,6,6,3]; x3 = ones[1,5,5,3]; kernel = ones[3,3,3,1]",
              ""]
     for text, y in [
-        ("y1 = conv2d_transpose(x1, kernel, output_shape=[1,6,6,3], strides=[1,2,2,1], 'SAME')", y1),
+        ("y1 = conv2d_transpose(x1, kernel, output_shape=[1,6,6,3], strides=[1,2,2,1], 'SAME')",
+         y1),
         ("y2 = conv2d(x3, kernel, strides=[1,2,2,1], 'SAME')", y2),
-        ("y3 = conv2d_transpose(y2, kernel, output_shape=[1,5,5,3], strides=[1,2,2,1], 'SAME')", y3),
+        ("y3 = conv2d_transpose(y2, kernel, output_shape=[1,5,5,3], strides=[1,2,2,1], 'SAME')",
+         y3),
         ("y4 = conv2d(x2, kernel, strides=[1,2,2,1], 'SAME')", y4),
     ]:
         lines += [text, f"  shape {y.shape}; channel 0:", _grid(y[0, :, :, 0]), ""]

@@ -65,8 +65,8 @@ def check_child(proc: subprocess.CompletedProcess) -> str:
 def tbb_library_dir() -> str | None:
     """The directory of a pip-installed ``libtbb.so.12`` (``sys.prefix/lib``), or None.
 
-    Numba's TBB layer finds the library through the dynamic loader only, which does not search a
-    virtual environment's ``lib``; children that test the TBB layer get it on LD_LIBRARY_PATH.
+    numbadeconv loads it at import (Numba alone does not search a virtual environment's ``lib``),
+    so the children that test the TBB layer get no LD_LIBRARY_PATH: they prove that it works.
     """
     for name in ("libtbb.so.12", "libtbb.12.dylib"):
         if (Path(sys.prefix) / "lib" / name).exists():

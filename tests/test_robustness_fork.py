@@ -49,10 +49,8 @@ if __name__ == "__main__":
 def _env(layer):
     overrides = {"NUMBA_NUM_THREADS": "4", "NUMBA_THREADING_LAYER": layer}
     if layer == "tbb":
-        lib = tbb_library_dir()
-        if lib is None:
+        if tbb_library_dir() is None:
             pytest.skip("the tbb package is not installed (pip install numbadeconv[tbb])")
-        overrides["LD_LIBRARY_PATH"] = lib
     return child_env(**overrides)
 
 

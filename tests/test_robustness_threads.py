@@ -9,7 +9,6 @@ would abort the process ("Terminating: Concurrent access has been detected"):
 ``_jit.parallel_launch`` serialises them.
 """
 
-import importlib.util
 
 import pytest
 from _robustness import check_child, child_env, run_child, tbb_library_dir
@@ -55,12 +54,8 @@ print("layer", _jit.threading_layer(), "calls", sum(done))
 def _layer_env(layer):
     overrides = {"NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "4"}
     if layer == "tbb":
-        if importlib.util.find_spec("tbb") is None and tbb_library_dir() is None:
+        if tbb_library_dir() is None:
             pytest.skip("the tbb package is not installed (pip install numbadeconv[tbb])")
-        lib = tbb_library_dir()
-        if lib:
-            overrides["LD_LIBRARY_PATH"] = ":".join(
-                filter(None, [lib, child_env().get("LD_LIBRARY_PATH")]))
     return child_env(**overrides)
 
 

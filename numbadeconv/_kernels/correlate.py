@@ -1,5 +1,4 @@
-"""Strided, grouped 2-D correlation over a table of phases: the one engine behind conv2d and its
-transpose.
+"""Strided, grouped 2-D correlation over a table of phases: the engine of conv2d and its transpose.
 
 For each phase ``p`` (a row of ``phases``), every output element it owns is computed once (a
 gather: no scatter, no races)::
