@@ -17,6 +17,7 @@ import numpy as np
 from . import sizes
 
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_NATIVE_COMPUTE = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order
 
 
 
@@ -213,6 +214,9 @@ def rank4(name: str, shape) -> None:
 
 def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
     """(dtype the kernels compute in, dtype of the result): float16 is computed in float32."""
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) == 1 and (only := dtypes.pop()) in _NATIVE_COMPUTE:
+        return only, only
     result = np.result_type(*(a.dtype.newbyteorder("=") for a in arrays))
     return (np.dtype(np.float32) if result == np.float16 else result), result
 

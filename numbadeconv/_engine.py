@@ -2,8 +2,8 @@
 
 A *plan* holds everything that depends only on shapes and settings (the phase table, tap offsets,
 which kernel, the padded frame, and a gather index that packs the filters into the kernel's
-layout); plans are cached, so a repeated call costs one gather, one kernel launch and the
-allocations. Everything here takes validated NHWC arrays of one float dtype (float32 or float64,
+layout, unless the kernel reads them in place); plans are cached, so a repeated call costs at most
+a padding copy, one gather, one kernel launch and the allocations. Everything here takes validated NHWC arrays of one float dtype (float32 or float64,
 C-contiguous) and plain ints, and returns a new NHWC array. Sizes are TensorFlow's (see
 :mod:`numbadeconv.sizes`); ``pad`` is the (top, left) padding of the convolution's input.
 """
@@ -39,12 +39,12 @@ ROWWISE_MAX_CHANNELS = 4
 #: stay in the L2 cache while every output channel is computed from them) ...
 ROW_BLOCK_BYTES = 256 * 1024
 
+#: ... unless that leaves fewer than this many jobs per thread.
+JOBS_PER_THREAD = 4
+
 #: The tiled kernel sweeps a row block's pixels past blocks of output channels whose weights take
 #: about this many bytes (they stay in L2).
 WEIGHT_BLOCK_BYTES = 256 * 1024
-
-#: ... unless that leaves fewer than this many jobs per thread.
-JOBS_PER_THREAD = 4
 
 _CORRELATE = {
     kind: {False: getattr(correlate, f"{kind}_serial"),
