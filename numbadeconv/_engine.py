@@ -3,8 +3,9 @@
 A *plan* holds everything that depends only on shapes and settings (the phase table, tap offsets,
 which kernel, the padded frame, and a gather index that packs the filters into the kernel's
 layout, unless the kernel reads them in place); plans are cached, so a repeated call costs at most
-a padding copy, one gather, one kernel launch and the allocations. Everything here takes validated NHWC arrays of one float dtype (float32 or float64,
-C-contiguous) and plain ints, and returns a new NHWC array. Sizes are TensorFlow's (see
+a padding copy, one gather, one kernel launch and the allocations. Everything here takes
+validated NHWC arrays of one float dtype (float32 or float64, C-contiguous) and plain ints, and
+returns a new NHWC array. Sizes are TensorFlow's (see
 :mod:`numbadeconv.sizes`); ``pad`` is the (top, left) padding of the convolution's input.
 """
 
@@ -65,13 +66,16 @@ def _threads_for(threads: int | None, macs: int) -> int:
     return numba.get_num_threads() if threads is None else threads
 
 
-def _launch(kernels, threads: int, *args) -> None:
-    """Run ``kernels[False]`` (serial) or, on several threads, ``kernels[True]``."""
+def _launch(kernels, threads: int, n_jobs: int, *args) -> None:
+    """Run ``n_jobs`` jobs: serially with ``kernels[False]``, or with ``kernels[True]``.
+
+    The parallel kernel runs the same jobs over ``prange`` on ``threads`` threads.
+    """
     if threads > 1:
         with _jit.parallel_launch(threads):
             kernels[True](*args)
     else:
-        kernels[False](*args)
+        kernels[False](*args, 0, n_jobs)
 
 
 def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -334,10 +338,11 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         dst[...] = bias
         return dst
     threads = _threads_for(threads, plan.macs)
-    _launch(_CORRELATE[plan.kind], threads, _padded(src, plan.frame),
+    meta = _blocked_meta(plan, threads)
+    _launch(_CORRELATE[plan.kind], threads, plan.out_shape[0] * meta[6] * len(plan.phases),
+            _padded(src, plan.frame),
             w.ravel() if plan.weight_index is None else w.ravel()[plan.weight_index], dst,
-            plan.phases, plan.toffs,
-            _blocked_meta(plan, threads), bias)
+            plan.phases, plan.toffs, meta, bias)
     return dst
 
 
@@ -388,7 +393,9 @@ def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.n
     if plan.slabs == 0:
         return np.zeros(plan.out_shape, x.dtype)
     part = np.empty((plan.slabs, *plan.out_shape), x.dtype)
-    _launch(_FILTER_GRAD, plan.threads, _padded(x, plan.frame), dy, part, plan.meta)
+    fh, fw, cig, _ = plan.out_shape
+    n_jobs = plan.slabs * fh * fw * plan.meta[5] * -(-cig // _filter_grad.BLOCK)
+    _launch(_FILTER_GRAD, plan.threads, n_jobs, _padded(x, plan.frame), dy, part, plan.meta)
     return part[0] if plan.slabs == 1 else part.sum(axis=0)
 
 
@@ -440,18 +447,20 @@ def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
         Seconds spent per dtype (compiling, or loading from the cache).
     """
     timings = {}
-    i64 = types.Array(types.int64, 1, "C")
+    i64 = types.int64
+    ints = types.Array(i64, 1, "C")
     for name in dtypes:
         dtype = np.dtype(name)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"warmup dtypes must be 'float32' or 'float64'; got {name!r}")
         f = types.float32 if dtype == np.float32 else types.float64
         start = time.perf_counter()
-        for func in (k for pair in _CORRELATE.values() for k in pair.values()):
-            func.compile((types.Array(f, 3, "C"), types.Array(f, 1, "C"), types.Array(f, 4, "C"),
-                          types.Array(types.int64, 2, "C"), i64, i64, types.Array(f, 1, "C")))
-        for func in _FILTER_GRAD.values():
-            func.compile((types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"),
-                          i64))
+        correlate_args = (types.Array(f, 3, "C"), types.Array(f, 1, "C"), types.Array(f, 4, "C"),
+                          types.Array(i64, 2, "C"), ints, ints, types.Array(f, 1, "C"))
+        grad_args = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"), ints)
+        for kernels, args in [*((k, correlate_args) for k in _CORRELATE.values()),
+                              (_FILTER_GRAD, grad_args)]:
+            kernels[False].compile((*args, i64, i64))
+            kernels[True].compile(args)
         timings[dtype.name] = time.perf_counter() - start
     return timings

@@ -24,8 +24,9 @@ are the tiled kernel's weight strides between output channels and between groups
 ``w_bytes`` the size of the block of weights it keeps in cache while sweeping a row block's
 pixels.
 
-Four kernels, each with a serial and a parallel entry (``prange`` over (image, row block, phase)
-jobs, phases innermost so that uneven phases spread over the threads):
+Four kernels, each run serially over jobs ``first`` to ``last`` (``X_serial``) or over all jobs
+with ``prange`` (``X_parallel``). Job ``j`` is (image, row block, phase) with the phase
+innermost, so that uneven phases spread over the threads:
 
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
   spans of input channels (and adjacent taps); for channel-rich problems. The weight of
@@ -49,7 +50,7 @@ N_COLUMNS = 10
 R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
 
 
-@kernel(parallel=False)
+@kernel(internal=True)
 def _dot4x3(x0, x1, x2, x3, w0, w1, w2, acc):
     """``acc`` (12 sums) plus the dot products of 4 source spans with 3 weight spans."""
     a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32 = acc
@@ -72,7 +73,7 @@ def _dot4x3(x0, x1, x2, x3, w0, w1, w2, acc):
     return (a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32)
 
 
-@kernel(parallel=False)
+@kernel(internal=True)
 def _store4x3(out_row, col0, cs, q0, nq, co, n_c, acc):
     """Store a 4-pixel x 3-channel tile (only its pixels < nq and its first n_c channels)."""
     for k in range(min(4, nq - q0)):
@@ -81,250 +82,239 @@ def _store4x3(out_row, col0, cs, q0, nq, co, n_c, acc):
             pixel[co + c] = acc[3 * k + c]
 
 
-@kernel(parallel=False)
-def _tiled_job(src, weights, dst, phases, toffs, meta, bias, job):
-    n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
-                                                      meta[4], meta[5], meta[6], meta[7])
-    w_co = meta[8]
-    w_g = meta[9]
-    n_phases = phases.shape[0]
-    p = job % n_phases
-    m_lo = (job // n_phases) % n_blocks * rows
-    m_hi = min(m_lo + rows, phases[p, M])
-    n = job // (n_phases * n_blocks)
-    nq = phases[p, Q]
-    nt = phases[p, T]
-    nu = phases[p, U]
-    th = phases[p, TH]
-    tw = phases[p, TW]
-    ws = phases[p, WS]
-    cig = n_ch // groups
-    cog = dst.shape[3] // groups
-    if phases[p, MERGED]:
-        n_runs = 1
-        span = nu * cig
-    else:
-        n_runs = nu
-        span = cig
-    col0 = phases[p, C0]
-    # Output channels in blocks whose weights (all this phase's taps) fit in about meta[10]
-    # bytes, so that they stay in L2 while the block's pixels, 4 at a time, stream past them.
-    c_block = max(3, min(cog, meta[10] // max(1, nt * nu * cig * dst.itemsize) // 3 * 3))
-    for g in range(groups):
-        ch0 = g * cig
-        for cb in range(0, cog, c_block):
-            for m in range(m_lo, m_hi):
-                out_row = dst[n, phases[p, R0] + m * rs]
-                for q0 in range(0, nq, 4):
-                    q1 = min(q0 + 1, nq - 1)
-                    q2 = min(q0 + 2, nq - 1)
-                    q3 = min(q0 + 3, nq - 1)
-                    for c0 in range(cb, min(cb + c_block, cog), 3):
-                        c1 = min(c0 + 1, cog - 1)
-                        c2 = min(c0 + 2, cog - 1)
-                        wb0 = g * w_g + c0 * w_co
-                        wb1 = g * w_g + c1 * w_co
-                        wb2 = g * w_g + c2 * w_co
-                        b0 = bias[g * cog + c0]
-                        b1 = bias[g * cog + c1]
-                        b2 = bias[g * cog + c2]
-                        acc = (b0, b1, b2, b0, b1, b2, b0, b1, b2, b0, b1, b2)
-                        for t in range(nt):
-                            srow = src[n, m * ssh + toffs[th + t]]
-                            for r in range(n_runs):
-                                col = toffs[tw + r]
-                                o0 = (q0 * ssw + col) * n_ch + ch0
-                                o1 = (q1 * ssw + col) * n_ch + ch0
-                                o2 = (q2 * ssw + col) * n_ch + ch0
-                                o3 = (q3 * ssw + col) * n_ch + ch0
-                                wo = toffs[ws + t * nu + r]
-                                acc = _dot4x3(srow[o0:o0 + span], srow[o1:o1 + span],
-                                              srow[o2:o2 + span], srow[o3:o3 + span],
-                                              weights[wb0 + wo:wb0 + wo + span],
-                                              weights[wb1 + wo:wb1 + wo + span],
-                                              weights[wb2 + wo:wb2 + wo + span], acc)
-                        _store4x3(out_row, col0, cs, q0, nq, g * cog + c0, min(3, cog - c0),
-                                  acc)
+@kernel()
+def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
+    for job in range(first, last):
+        n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
+                                                          meta[4], meta[5], meta[6], meta[7])
+        w_co = meta[8]
+        w_g = meta[9]
+        n_phases = phases.shape[0]
+        p = job % n_phases
+        m_lo = (job // n_phases) % n_blocks * rows
+        m_hi = min(m_lo + rows, phases[p, M])
+        n = job // (n_phases * n_blocks)
+        nq = phases[p, Q]
+        nt = phases[p, T]
+        nu = phases[p, U]
+        th = phases[p, TH]
+        tw = phases[p, TW]
+        ws = phases[p, WS]
+        cig = n_ch // groups
+        cog = dst.shape[3] // groups
+        if phases[p, MERGED]:
+            n_runs = 1
+            span = nu * cig
+        else:
+            n_runs = nu
+            span = cig
+        col0 = phases[p, C0]
+        # Output channels in blocks whose weights (all this phase's taps) fit in about meta[10]
+        # bytes, so that they stay in L2 while the block's pixels, 4 at a time, stream past them.
+        c_block = max(3, min(cog, meta[10] // max(1, nt * nu * cig * dst.itemsize) // 3 * 3))
+        for g in range(groups):
+            ch0 = g * cig
+            for cb in range(0, cog, c_block):
+                for m in range(m_lo, m_hi):
+                    out_row = dst[n, phases[p, R0] + m * rs]
+                    for q0 in range(0, nq, 4):
+                        q1 = min(q0 + 1, nq - 1)
+                        q2 = min(q0 + 2, nq - 1)
+                        q3 = min(q0 + 3, nq - 1)
+                        for c0 in range(cb, min(cb + c_block, cog), 3):
+                            c1 = min(c0 + 1, cog - 1)
+                            c2 = min(c0 + 2, cog - 1)
+                            wb0 = g * w_g + c0 * w_co
+                            wb1 = g * w_g + c1 * w_co
+                            wb2 = g * w_g + c2 * w_co
+                            b0 = bias[g * cog + c0]
+                            b1 = bias[g * cog + c1]
+                            b2 = bias[g * cog + c2]
+                            acc = (b0, b1, b2, b0, b1, b2, b0, b1, b2, b0, b1, b2)
+                            for t in range(nt):
+                                srow = src[n, m * ssh + toffs[th + t]]
+                                for r in range(n_runs):
+                                    col = toffs[tw + r]
+                                    o0 = (q0 * ssw + col) * n_ch + ch0
+                                    o1 = (q1 * ssw + col) * n_ch + ch0
+                                    o2 = (q2 * ssw + col) * n_ch + ch0
+                                    o3 = (q3 * ssw + col) * n_ch + ch0
+                                    wo = toffs[ws + t * nu + r]
+                                    acc = _dot4x3(srow[o0:o0 + span], srow[o1:o1 + span],
+                                                  srow[o2:o2 + span], srow[o3:o3 + span],
+                                                  weights[wb0 + wo:wb0 + wo + span],
+                                                  weights[wb1 + wo:wb1 + wo + span],
+                                                  weights[wb2 + wo:wb2 + wo + span], acc)
+                            _store4x3(out_row, col0, cs, q0, nq, g * cog + c0, min(3, cog - c0),
+                                      acc)
 
 
-@kernel(parallel=False)
-def _vector_job(src, weights, dst, phases, toffs, meta, bias, job):
-    n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
-                                                      meta[4], meta[5], meta[6], meta[7])
-    n_phases = phases.shape[0]
-    p = job % n_phases
-    m_lo = (job // n_phases) % n_blocks * rows
-    m_hi = min(m_lo + rows, phases[p, M])
-    n = job // (n_phases * n_blocks)
-    nq = phases[p, Q]
-    nt = phases[p, T]
-    nu = phases[p, U]
-    th = phases[p, TH]
-    tw = phases[p, TW]
-    ws = phases[p, WS]
-    cig = n_ch // groups
-    cog = dst.shape[3] // groups
-    col0 = phases[p, C0]
-    acc = np.empty(cog, dst.dtype)
-    for m in range(m_lo, m_hi):
-        out_row = dst[n, phases[p, R0] + m * rs]
-        for q in range(nq):
-            pixel = out_row[col0 + q * cs]
-            for g in range(groups):
-                acc[:] = bias[g * cog:(g + 1) * cog]
-                for t in range(nt):
-                    srow = src[n, m * ssh + toffs[th + t]]
-                    for u in range(nu):
-                        o = (q * ssw + toffs[tw + u]) * n_ch + g * cig
-                        wb = ws + ((g * nt + t) * nu + u) * cig * cog
-                        for ci in range(cig):
-                            xv = srow[o + ci]
-                            wv = weights[wb + ci * cog:wb + (ci + 1) * cog]
-                            for co in range(cog):
-                                acc[co] += xv * wv[co]
-                pixel[g * cog:(g + 1) * cog] = acc
-
-
-@kernel(parallel=False)
-def _depthwise_job(src, weights, dst, phases, toffs, meta, bias, job):
-    n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
-                                                      meta[4], meta[5], meta[6], meta[7])
-    n_phases = phases.shape[0]
-    p = job % n_phases
-    m_lo = (job // n_phases) % n_blocks * rows
-    m_hi = min(m_lo + rows, phases[p, M])
-    n = job // (n_phases * n_blocks)
-    nq = phases[p, Q]
-    nt = phases[p, T]
-    nu = phases[p, U]
-    th = phases[p, TH]
-    tw = phases[p, TW]
-    ws = phases[p, WS]
-    n_out = dst.shape[3]
-    mult = n_out // groups
-    col0 = phases[p, C0]
-    if mult == 1 and ssw == 1:
-        # One channel out per channel in, unit source stride: the taps of a whole output row are
-        # [Q, C] blocks of the source row, accumulated into a row buffer that stays in L1.
-        acc_row = np.empty((nq, n_out), dst.dtype)
+@kernel()
+def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
+    for job in range(first, last):
+        n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
+                                                          meta[4], meta[5], meta[6], meta[7])
+        n_phases = phases.shape[0]
+        p = job % n_phases
+        m_lo = (job // n_phases) % n_blocks * rows
+        m_hi = min(m_lo + rows, phases[p, M])
+        n = job // (n_phases * n_blocks)
+        nq = phases[p, Q]
+        nt = phases[p, T]
+        nu = phases[p, U]
+        th = phases[p, TH]
+        tw = phases[p, TW]
+        ws = phases[p, WS]
+        cig = n_ch // groups
+        cog = dst.shape[3] // groups
+        col0 = phases[p, C0]
+        acc = np.empty(cog, dst.dtype)
         for m in range(m_lo, m_hi):
             out_row = dst[n, phases[p, R0] + m * rs]
             for q in range(nq):
-                acc_row[q] = bias
-            for t in range(nt):
-                srow = src[n, m * ssh + toffs[th + t]]
-                for u in range(nu):
-                    o = toffs[tw + u] * n_ch
-                    xs = srow[o:o + nq * n_ch].reshape((nq, n_ch))
-                    wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
-                    for q in range(nq):
-                        for c in range(n_out):
-                            acc_row[q, c] += xs[q, c] * wv[c]
-            for q in range(nq):
-                out_row[col0 + q * cs] = acc_row[q]
-        return
-    acc = np.empty(n_out, dst.dtype)
-    for m in range(m_lo, m_hi):
-        out_row = dst[n, phases[p, R0] + m * rs]
-        for q in range(nq):
-            acc[:] = bias
-            for t in range(nt):
-                srow = src[n, m * ssh + toffs[th + t]]
-                for u in range(nu):
-                    o = (q * ssw + toffs[tw + u]) * n_ch
-                    wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
-                    for g in range(groups):
-                        xv = srow[o + g]
-                        for j in range(mult):
-                            acc[g * mult + j] += xv * wv[g * mult + j]
-            out_row[col0 + q * cs] = acc
+                pixel = out_row[col0 + q * cs]
+                for g in range(groups):
+                    for co in range(cog):
+                        acc[co] = bias[g * cog + co]
+                    for t in range(nt):
+                        srow = src[n, m * ssh + toffs[th + t]]
+                        for u in range(nu):
+                            o = (q * ssw + toffs[tw + u]) * n_ch + g * cig
+                            wb = ws + ((g * nt + t) * nu + u) * cig * cog
+                            for ci in range(cig):
+                                xv = srow[o + ci]
+                                wv = weights[wb + ci * cog:wb + (ci + 1) * cog]
+                                for co in range(cog):
+                                    acc[co] += xv * wv[co]
+                    for co in range(cog):
+                        pixel[g * cog + co] = acc[co]
 
 
-@kernel(parallel=False)
-def _rowwise_job(src, weights, dst, phases, toffs, meta, bias, job):
-    n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
-                                                      meta[4], meta[5], meta[6], meta[7])
-    n_phases = phases.shape[0]
-    p = job % n_phases
-    m_lo = (job // n_phases) % n_blocks * rows
-    m_hi = min(m_lo + rows, phases[p, M])
-    n = job // (n_phases * n_blocks)
-    nq = phases[p, Q]
-    nt = phases[p, T]
-    nu = phases[p, U]
-    th = phases[p, TH]
-    tw = phases[p, TW]
-    ws = phases[p, WS]
-    cig = n_ch // groups
-    cog = dst.shape[3] // groups
-    col0 = phases[p, C0]
-    step = ssw * n_ch
-    acc = np.empty(nq, dst.dtype)
-    for m in range(m_lo, m_hi):
-        out_row = dst[n, phases[p, R0] + m * rs]
-        for g in range(groups):
-            for co in range(cog):
-                acc[:] = bias[g * cog + co]
+@kernel()
+def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
+    for job in range(first, last):
+        n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
+                                                          meta[4], meta[5], meta[6], meta[7])
+        n_phases = phases.shape[0]
+        p = job % n_phases
+        m_lo = (job // n_phases) % n_blocks * rows
+        m_hi = min(m_lo + rows, phases[p, M])
+        n = job // (n_phases * n_blocks)
+        nq = phases[p, Q]
+        nt = phases[p, T]
+        nu = phases[p, U]
+        th = phases[p, TH]
+        tw = phases[p, TW]
+        ws = phases[p, WS]
+        n_out = dst.shape[3]
+        mult = n_out // groups
+        col0 = phases[p, C0]
+        if mult == 1 and ssw == 1:
+            # One channel out per channel in, unit source stride: the taps of a whole output row are
+            # [Q, C] blocks of the source row, accumulated into a row buffer that stays in L1.
+            acc_row = np.empty((nq, n_out), dst.dtype)
+            for m in range(m_lo, m_hi):
+                out_row = dst[n, phases[p, R0] + m * rs]
+                for q in range(nq):
+                    for c in range(n_out):
+                        acc_row[q, c] = bias[c]
                 for t in range(nt):
                     srow = src[n, m * ssh + toffs[th + t]]
                     for u in range(nu):
-                        o = toffs[tw + u] * n_ch + g * cig
-                        wb = ws + ((g * nt + t) * nu + u) * cig * cog + co
-                        for ci in range(cig):
-                            wv = weights[wb + ci * cog]
-                            xs = srow[o + ci:o + ci + (nq - 1) * step + 1:step]
-                            for q in range(nq):
-                                acc[q] += xs[q] * wv
+                        o = toffs[tw + u] * n_ch
+                        xs = srow[o:o + nq * n_ch].reshape((nq, n_ch))
+                        wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
+                        for q in range(nq):
+                            for c in range(n_out):
+                                acc_row[q, c] += xs[q, c] * wv[c]
                 for q in range(nq):
-                    out_row[col0 + q * cs, g * cog + co] = acc[q]
+                    pixel = out_row[col0 + q * cs]
+                    for c in range(n_out):
+                        pixel[c] = acc_row[q, c]
+            continue
+        acc = np.empty(n_out, dst.dtype)
+        for m in range(m_lo, m_hi):
+            out_row = dst[n, phases[p, R0] + m * rs]
+            for q in range(nq):
+                for c in range(n_out):
+                    acc[c] = bias[c]
+                for t in range(nt):
+                    srow = src[n, m * ssh + toffs[th + t]]
+                    for u in range(nu):
+                        o = (q * ssw + toffs[tw + u]) * n_ch
+                        wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
+                        for g in range(groups):
+                            xv = srow[o + g]
+                            for j in range(mult):
+                                acc[g * mult + j] += xv * wv[g * mult + j]
+                pixel = out_row[col0 + q * cs]
+                for c in range(n_out):
+                    pixel[c] = acc[c]
 
 
-# --- entry points: the same jobs, run serially or over prange ------------------------------------
+@kernel()
+def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
+    for job in range(first, last):
+        n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
+                                                          meta[4], meta[5], meta[6], meta[7])
+        n_phases = phases.shape[0]
+        p = job % n_phases
+        m_lo = (job // n_phases) % n_blocks * rows
+        m_hi = min(m_lo + rows, phases[p, M])
+        n = job // (n_phases * n_blocks)
+        nq = phases[p, Q]
+        nt = phases[p, T]
+        nu = phases[p, U]
+        th = phases[p, TH]
+        tw = phases[p, TW]
+        ws = phases[p, WS]
+        cig = n_ch // groups
+        cog = dst.shape[3] // groups
+        col0 = phases[p, C0]
+        step = ssw * n_ch
+        acc = np.empty(nq, dst.dtype)
+        for m in range(m_lo, m_hi):
+            out_row = dst[n, phases[p, R0] + m * rs]
+            for g in range(groups):
+                for co in range(cog):
+                    for q in range(nq):
+                        acc[q] = bias[g * cog + co]
+                    for t in range(nt):
+                        srow = src[n, m * ssh + toffs[th + t]]
+                        for u in range(nu):
+                            o = toffs[tw + u] * n_ch + g * cig
+                            wb = ws + ((g * nt + t) * nu + u) * cig * cog + co
+                            for ci in range(cig):
+                                wv = weights[wb + ci * cog]
+                                xs = srow[o + ci:o + ci + (nq - 1) * step + 1:step]
+                                for q in range(nq):
+                                    acc[q] += xs[q] * wv
+                    for q in range(nq):
+                        out_row[col0 + q * cs, g * cog + co] = acc[q]
 
 
-@kernel(parallel=False)
-def tiled_serial(src, weights, dst, phases, toffs, meta, bias):
-    for j in range(dst.shape[0] * meta[6] * phases.shape[0]):
-        _tiled_job(src, weights, dst, phases, toffs, meta, bias, j)
+# --- parallel entry points: the same jobs over prange ---------------------------------------------
 
 
 @kernel(parallel=True)
 def tiled_parallel(src, weights, dst, phases, toffs, meta, bias):
     for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        _tiled_job(src, weights, dst, phases, toffs, meta, bias, j)
-
-
-@kernel(parallel=False)
-def vector_serial(src, weights, dst, phases, toffs, meta, bias):
-    for j in range(dst.shape[0] * meta[6] * phases.shape[0]):
-        _vector_job(src, weights, dst, phases, toffs, meta, bias, j)
+        tiled_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
 
 
 @kernel(parallel=True)
 def vector_parallel(src, weights, dst, phases, toffs, meta, bias):
     for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        _vector_job(src, weights, dst, phases, toffs, meta, bias, j)
-
-
-@kernel(parallel=False)
-def depthwise_serial(src, weights, dst, phases, toffs, meta, bias):
-    for j in range(dst.shape[0] * meta[6] * phases.shape[0]):
-        _depthwise_job(src, weights, dst, phases, toffs, meta, bias, j)
+        vector_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
 
 
 @kernel(parallel=True)
 def depthwise_parallel(src, weights, dst, phases, toffs, meta, bias):
     for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        _depthwise_job(src, weights, dst, phases, toffs, meta, bias, j)
-
-
-@kernel(parallel=False)
-def rowwise_serial(src, weights, dst, phases, toffs, meta, bias):
-    for j in range(dst.shape[0] * meta[6] * phases.shape[0]):
-        _rowwise_job(src, weights, dst, phases, toffs, meta, bias, j)
+        depthwise_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
 
 
 @kernel(parallel=True)
 def rowwise_parallel(src, weights, dst, phases, toffs, meta, bias):
     for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        _rowwise_job(src, weights, dst, phases, toffs, meta, bias, j)
+        rowwise_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
