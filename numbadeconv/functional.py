@@ -15,8 +15,9 @@ same kernels as the TensorFlow-flavoured :mod:`numbadeconv.api`:
 dtypes: float32 and float64 are computed natively; float16 is computed in float32 and returned as
 float16. Unlike PyTorch, which refuses mixed dtypes, the result has ``np.result_type`` of
 ``input``, ``weight`` and ``bias`` (float32 with float64 gives float64). Inputs may be lists,
-non-contiguous or read-only; an NCHW view of an NHWC buffer (PyTorch's ``channels_last``) is read
-without a copy. Results are new C-contiguous NCHW arrays.
+non-contiguous or read-only. Results are new C-contiguous NCHW arrays, except that, as PyTorch keeps
+the memory format of its input, an NCHW view of an NHWC buffer (PyTorch's ``channels_last``) is read
+without a copy and gives the same kind of view of a new NHWC result.
 
 ``threads`` (keyword only): most threads the call may use; default ``numba.get_num_threads()``.
 """
@@ -88,9 +89,21 @@ def _engine_weight(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return _args.prepared(w.transpose(2, 3, 1, 0), dtype, True)
 
 
-def _finish(out: np.ndarray, result: np.dtype, unbatched: bool) -> np.ndarray:
-    """NHWC engine result -> NCHW (or CHW) C-contiguous array of the result dtype."""
-    out = np.ascontiguousarray(out.transpose(0, 3, 1, 2), dtype=result)
+def _channels_last(x: np.ndarray) -> bool:
+    """Whether ``x`` (NCHW) is an NCHW view of an NHWC buffer: PyTorch's ``channels_last``."""
+    return x.transpose(0, 2, 3, 1).flags.c_contiguous and not x.flags.c_contiguous
+
+
+def _finish(out: np.ndarray, result: np.dtype, unbatched: bool,
+            channels_last: bool) -> np.ndarray:
+    """NHWC engine result -> NCHW (or CHW) array of the result dtype.
+
+    C-contiguous, or, when the input was ``channels_last``, an NCHW view of the NHWC result (no
+    copy), as PyTorch keeps the memory format of its input.
+    """
+    out = out.astype(result, copy=False).transpose(0, 3, 1, 2)
+    if not channels_last:
+        out = np.ascontiguousarray(out)
     return out[0] if unbatched else out
 
 
@@ -214,7 +227,7 @@ def conv2d(
     out = _engine.conv2d(_args.prepared(x, dtype, False), _engine_weight(w, dtype), stride,
                          dilation, pad, tuple(out_hw), groups, threads,
                          bias=_bias_for_engine(b, dtype))
-    return _finish(out, result, unbatched)
+    return _finish(out, result, unbatched, _channels_last(x))
 
 
 def conv_transpose2d(
@@ -331,4 +344,4 @@ def conv_transpose2d(
     out = _engine.conv2d_input_grad(_args.prepared(x, dtype, False), _engine_weight(w, dtype),
                                     tuple(out_hw), stride, dilation, pad, groups, threads,
                                     bias=_bias_for_engine(b, dtype))
-    return _finish(out, result, unbatched)
+    return _finish(out, result, unbatched, _channels_last(x))

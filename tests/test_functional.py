@@ -299,6 +299,17 @@ def test_lists_views_read_only_and_channels_last(rng):
     assert not read_only.flags.writeable and not b_ro.flags.writeable
 
 
+def test_channels_last_input_gives_channels_last_result(rng):
+    x = rng.standard_normal((2, 6, 5, 3))  # NHWC buffer
+    w = rng.standard_normal((3, 3, 3, 3))
+    for op in (F.conv2d, F.conv_transpose2d):
+        got = op(x.transpose(0, 3, 1, 2), w, padding=1)
+        assert got.transpose(0, 2, 3, 1).flags.c_contiguous
+        np.testing.assert_allclose(got, op(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w,
+                                           padding=1), rtol=1e-12, atol=1e-12)
+        assert op(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, padding=1).flags.c_contiguous
+
+
 def test_non_native_byte_order(rng):
     x = rng.standard_normal((1, 2, 4, 4))
     w = rng.standard_normal((2, 3, 2, 2))
