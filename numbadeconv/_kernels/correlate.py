@@ -51,6 +51,17 @@ R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
 
 
 @kernel(internal=True)
+def _job(phases, meta, job):
+    """(image, phase, first row, end row) of job ``job``: phase innermost, then row block."""
+    n_phases = phases.shape[0]
+    n_blocks = meta[6]
+    rows = meta[7]
+    p = job % n_phases
+    m_lo = (job // n_phases) % n_blocks * rows
+    return job // (n_phases * n_blocks), p, m_lo, min(m_lo + rows, phases[p, M])
+
+
+@kernel(internal=True)
 def _dot4x3(x0, x1, x2, x3, w0, w1, w2, acc):
     """``acc`` (12 sums) plus the dot products of 4 source spans with 3 weight spans."""
     a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32 = acc
@@ -85,15 +96,10 @@ def _store4x3(out_row, col0, cs, q0, nq, co, n_c, acc):
 @kernel()
 def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
-        n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
-                                                          meta[4], meta[5], meta[6], meta[7])
+        n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         w_co = meta[8]
         w_g = meta[9]
-        n_phases = phases.shape[0]
-        p = job % n_phases
-        m_lo = (job // n_phases) % n_blocks * rows
-        m_hi = min(m_lo + rows, phases[p, M])
-        n = job // (n_phases * n_blocks)
+        n, p, m_lo, m_hi = _job(phases, meta, job)
         nq = phases[p, Q]
         nt = phases[p, T]
         nu = phases[p, U]
@@ -152,13 +158,8 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
 @kernel()
 def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
-        n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
-                                                          meta[4], meta[5], meta[6], meta[7])
-        n_phases = phases.shape[0]
-        p = job % n_phases
-        m_lo = (job // n_phases) % n_blocks * rows
-        m_hi = min(m_lo + rows, phases[p, M])
-        n = job // (n_phases * n_blocks)
+        n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+        n, p, m_lo, m_hi = _job(phases, meta, job)
         nq = phases[p, Q]
         nt = phases[p, T]
         nu = phases[p, U]
@@ -193,13 +194,8 @@ def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
 @kernel()
 def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
-        n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
-                                                          meta[4], meta[5], meta[6], meta[7])
-        n_phases = phases.shape[0]
-        p = job % n_phases
-        m_lo = (job // n_phases) % n_blocks * rows
-        m_hi = min(m_lo + rows, phases[p, M])
-        n = job // (n_phases * n_blocks)
+        n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+        n, p, m_lo, m_hi = _job(phases, meta, job)
         nq = phases[p, Q]
         nt = phases[p, T]
         nu = phases[p, U]
@@ -255,13 +251,8 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
 @kernel()
 def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
-        n_ch, ssh, ssw, rs, cs, groups, n_blocks, rows = (meta[0], meta[1], meta[2], meta[3],
-                                                          meta[4], meta[5], meta[6], meta[7])
-        n_phases = phases.shape[0]
-        p = job % n_phases
-        m_lo = (job // n_phases) % n_blocks * rows
-        m_hi = min(m_lo + rows, phases[p, M])
-        n = job // (n_phases * n_blocks)
+        n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+        n, p, m_lo, m_hi = _job(phases, meta, job)
         nq = phases[p, Q]
         nt = phases[p, T]
         nu = phases[p, U]
