@@ -65,14 +65,16 @@ def kernel(*, parallel: bool = False, internal: bool = False) -> Callable:
 
 
 def _preload_tbb() -> None:
-    """Make the TBB runtime of the ``[tbb]`` extra findable by Numba.
+    """Make the TBB runtime of the ``[tbb]`` extra findable by Numba when a TBB layer is asked for.
 
     pip puts ``libtbb.so.12`` in the environment's ``lib/``, which Numba's TBB layer (no RPATH)
     does not search: without this, ``NUMBA_THREADING_LAYER=tbb`` fails inside a virtualenv.
-    Loading it first satisfies that dependency; nothing happens where it is not installed.
+    Loading it first satisfies that dependency. It is not loaded otherwise: Numba would then pick
+    TBB by default, and its OpenMP layer runs these kernels faster (ResNet case: 22 vs 31 ms).
     """
+    requested = os.environ.get("NUMBA_THREADING_LAYER", "").strip().lower()
     lib = os.path.join(sys.prefix, "lib", "libtbb.so.12")
-    if os.path.exists(lib):
+    if requested in ("tbb", "safe", "threadsafe", "forksafe") and os.path.exists(lib):
         try:
             ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:  # a broken install: Numba will then report the layer missing
