@@ -2,8 +2,8 @@
 
 Every function raises ``TypeError`` for a wrong kind or dtype and ``ValueError`` for a wrong
 shape or value, with a message that names the argument, what was given and what is allowed.
-Normalisation of the small arguments (strides, dilations, padding, data_format) is memoised, so
-repeated calls with the same settings cost a dictionary look-up.
+:func:`memoised` lets the operations validate a call's shapes and settings once: repeated calls
+with the same ones cost a dictionary look-up.
 """
 
 from __future__ import annotations

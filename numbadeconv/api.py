@@ -59,7 +59,7 @@ def _filters_shape(name: str, shape) -> None:
                          f"([height, width, in, out]); got shape {shape}")
 
 
-def _sizes_text(admissible: range, axis: str) -> str:
+def _sizes_text(admissible: range) -> str:
     sizes_ = list(admissible)
     if len(sizes_) == 1:
         return str(sizes_[0])
@@ -82,7 +82,7 @@ def _check_admissible(name: str, axis: str, size: int, src_size: int, src_name: 
     admissible = sizes.admissible_range(src_size, kernel, stride, padding, dilation)
     if len(admissible):
         allowed = (f"admissible {axis}s for a {src_size}-{adj} {src_name} are "
-                   f"{_sizes_text(admissible, axis)}")
+                   f"{_sizes_text(admissible)}")
     else:
         allowed = f"no {axis} is admissible for a {src_size}-{adj} {src_name} with {how}"
     raise ValueError(f"{name} {axis} {size} is not admissible: conv2d of a {size}-{adj} input "
