@@ -52,13 +52,18 @@ R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
 
 @kernel(internal=True)
 def _job(phases, meta, job):
-    """(image, phase, first row, end row) of job ``job``: phase innermost, then row block."""
+    """Job ``job`` (phase innermost, then row block, then image) and its phase's columns.
+
+    Returns (image, phase, first row, end row, Q, T, U, TH, TW, WS).
+    """
     n_phases = phases.shape[0]
     n_blocks = meta[6]
     rows = meta[7]
     p = job % n_phases
     m_lo = (job // n_phases) % n_blocks * rows
-    return job // (n_phases * n_blocks), p, m_lo, min(m_lo + rows, phases[p, M])
+    ph = phases[p]
+    return (job // (n_phases * n_blocks), p, m_lo, min(m_lo + rows, ph[M]), ph[Q], ph[T], ph[U],
+            ph[TH], ph[TW], ph[WS])
 
 
 @kernel(internal=True)
@@ -99,13 +104,7 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         w_co = meta[8]
         w_g = meta[9]
-        n, p, m_lo, m_hi = _job(phases, meta, job)
-        nq = phases[p, Q]
-        nt = phases[p, T]
-        nu = phases[p, U]
-        th = phases[p, TH]
-        tw = phases[p, TW]
-        ws = phases[p, WS]
+        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         cig = n_ch // groups
         cog = dst.shape[3] // groups
         if phases[p, MERGED]:
@@ -159,13 +158,7 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
 def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
-        n, p, m_lo, m_hi = _job(phases, meta, job)
-        nq = phases[p, Q]
-        nt = phases[p, T]
-        nu = phases[p, U]
-        th = phases[p, TH]
-        tw = phases[p, TW]
-        ws = phases[p, WS]
+        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         cig = n_ch // groups
         cog = dst.shape[3] // groups
         col0 = phases[p, C0]
@@ -195,13 +188,7 @@ def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
 def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
-        n, p, m_lo, m_hi = _job(phases, meta, job)
-        nq = phases[p, Q]
-        nt = phases[p, T]
-        nu = phases[p, U]
-        th = phases[p, TH]
-        tw = phases[p, TW]
-        ws = phases[p, WS]
+        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         n_out = dst.shape[3]
         mult = n_out // groups
         col0 = phases[p, C0]
@@ -252,13 +239,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
 def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
-        n, p, m_lo, m_hi = _job(phases, meta, job)
-        nq = phases[p, Q]
-        nt = phases[p, T]
-        nu = phases[p, U]
-        th = phases[p, TH]
-        tw = phases[p, TW]
-        ws = phases[p, WS]
+        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         cig = n_ch // groups
         cog = dst.shape[3] // groups
         col0 = phases[p, C0]
