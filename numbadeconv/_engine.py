@@ -20,7 +20,7 @@ import numpy as np
 from numba import types
 
 from . import _args, _jit
-from ._kernels import correlate
+from ._kernels import correlate, depthwise
 from ._kernels import filter_grad as _filter_grad
 
 #: Below this many multiply-adds a call runs serially: a parallel launch costs microseconds.
@@ -43,14 +43,17 @@ ROW_BLOCK_BYTES = 256 * 1024
 #: ... unless that leaves fewer than this many jobs per thread.
 JOBS_PER_THREAD = 4
 
+#: The depthwise kernel's weight tiles hold about this many elements (a multiple of the channels).
+DEPTHWISE_TILE = 4096
+
 #: The tiled kernel sweeps a row block's pixels past blocks of output channels whose weights take
 #: about this many bytes (they stay in L2).
 WEIGHT_BLOCK_BYTES = 256 * 1024
 
 _CORRELATE = {
-    kind: {False: getattr(correlate, f"{kind}_serial"),
-           True: getattr(correlate, f"{kind}_parallel")}
-    for kind in ("tiled", "vector", "depthwise", "rowwise")
+    kind: {False: getattr(module, f"{kind}_serial"), True: getattr(module, f"{kind}_parallel")}
+    for kind, module in (("tiled", correlate), ("vector", correlate), ("depthwise", depthwise),
+                         ("rowwise", correlate))
 }
 _FILTER_GRAD = {False: _filter_grad.filter_grad_serial, True: _filter_grad.filter_grad_parallel}
 
@@ -130,10 +133,11 @@ def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int]) -> str:
     return "tiled" if min(spans) >= TILED_MIN_SPAN else "vector"
 
 
-def _pack(kind: str, w5: np.ndarray) -> np.ndarray:
+def _pack(kind: str, w5: np.ndarray, tile: int) -> np.ndarray:
     """Flatten taps ``w5[t, u, ci, g, co]`` into the layout of ``kind``'s kernel."""
-    if kind == "depthwise":
-        return w5[:, :, 0].ravel()  # [T, U, G*cog]
+    if kind == "depthwise":  # [cog, T, U, tile]: tile[i] = w5[t, u, 0, i % G, co]
+        by_channel = w5[:, :, 0].transpose(3, 0, 1, 2)
+        return np.tile(by_channel, tile // w5.shape[3]).ravel()
     return w5.transpose(3, 0, 1, 2, 4).ravel()  # vector, rowwise: [G, T, U, cig, cog]
 
 
@@ -188,6 +192,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     toffs = [o for r in rows for o in r[2]] + [o for c in cols for o in c[2]]
     table = []
     weight_index = None
+    tile = n_ch * max(1, min(max(c[1] for c in cols), DEPTHWISE_TILE // n_ch))
     w_co = w_g = 0
     if kind == "tiled":
         flat_taps = [i5 for row in taps for i5 in row]
@@ -211,17 +216,21 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
                     toffs += [(tap + k) * cig for k in range(i5.shape[0] * i5.shape[1])]
                 tap += i5.shape[0] * i5.shape[1]
     else:
-        packed, w_start = [], 0
+        packed, w_start = [], tile if kind == "depthwise" else 0  # depthwise: a zero tile first
         for a, r in enumerate(rows):
             for b, c in enumerate(cols):
-                index = _pack(kind, taps[a][b])
+                index = _pack(kind, taps[a][b], tile)
                 table.append((r[0], c[0], r[1], c[1], len(r[2]), len(c[2]), th_starts[a],
                               tw_starts[b], w_start, merged[b]))
                 packed.append(index)
                 w_start += index.size
         weight_index = np.concatenate(packed)
+    top_left = (0, 0)
+    if kind == "depthwise":  # reads the source unpadded
+        top_left = (0, 0) if frame is None else frame[:2]
+        frame = None
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
-            w_g, WEIGHT_BLOCK_BYTES)
+            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile)
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,
@@ -339,11 +348,23 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         return dst
     threads = _threads_for(threads, plan.macs)
     meta = _blocked_meta(plan, threads)
+    weights = w.ravel() if plan.weight_index is None else w.ravel()[plan.weight_index]
+    if plan.kind == "depthwise":
+        weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
     _launch(_CORRELATE[plan.kind], threads, plan.out_shape[0] * meta[6] * len(plan.phases),
-            _padded(src, plan.frame),
-            w.ravel() if plan.weight_index is None else w.ravel()[plan.weight_index], dst,
-            plan.phases, plan.toffs, meta, bias)
+            _padded(src, plan.frame), weights, dst, plan.phases, plan.toffs, meta, bias)
     return dst
+
+
+def _depthwise_operands(weights, bias, channels, tile):
+    """The depthwise kernel's weights (a zero tile in front) and bias tiles ``[mult, tile]``.
+
+    ``tiles[j, i] = bias[(i % channels)*mult + j]``.
+    """
+    padded = np.zeros(tile + weights.size, weights.dtype)
+    padded[tile:tile + weights.size] = weights
+    tiles = np.tile(bias.reshape(channels, -1).T, tile // channels)
+    return padded, tiles.ravel()
 
 
 # --- filter gradient -----------------------------------------------------------------------------

@@ -84,3 +84,59 @@ def test_cases_cover_every_kernel():
             kinds.add((plan.kind, plan.weight_index is None))
     assert {("tiled", True), ("tiled", False), ("vector", False), ("depthwise", False),
             ("rowwise", False)} <= kinds
+
+
+# The depthwise kernel's own paths: four rows at a time (3x3, stride 1), two rows (3x3 with a
+# stride or dilation), one row (other windows: 9, 3 and 1 taps per pass), split source rows
+# (column stride > 1), rows longer than a weight tile, edge pixels, rows and pixels that no tap
+# reaches, a channel multiplier (row buffer), and transposes (output column stride > 1).
+DEPTHWISE = [
+    # (x shape, kernel, multiplier, stride, dilation, padding)
+    ((2, 11, 9, 5), 3, 1, 1, 1, "SAME"),
+    ((1, 12, 7, 5), 3, 2, 1, 1, "VALID"),
+    ((2, 13, 12, 6), 3, 1, 2, 1, "SAME"),
+    ((1, 10, 11, 5), 3, 1, (1, 2), 1, "SAME"),
+    ((1, 9, 10, 5), 3, 1, (2, 1), 1, "VALID"),
+    ((1, 12, 12, 5), 3, 2, 1, 2, "SAME"),
+    ((1, 12, 13, 6), 5, 1, 1, 1, "SAME"),
+    ((1, 8, 9, 5), 2, 3, 3, 1, "SAME"),
+    ((1, 9, 8, 5), (1, 4), 1, 1, 1, "SAME"),
+    ((1, 3, 2, 5), 5, 1, 1, 1, "SAME"),
+    ((1, 6, 7, 5), 3, 1, 1, 1, [[0, 0], [4, 1], [0, 5], [0, 0]]),
+    ((1, 7, 120, 40), 3, 1, 1, 1, "SAME"),
+    ((1, 9, 130, 36), 3, 1, 2, 1, "SAME"),
+    ((1, 6, 110, 40), 5, 2, 1, 1, "VALID"),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE, ids=str)
+def test_depthwise_paths(case, mode, monkeypatch):
+    x_shape, k, mult, stride, dilation, padding = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    c = x_shape[3]
+    kinds = []
+    run = _engine.correlate_run
+    monkeypatch.setattr(_engine, "correlate_run",
+                        lambda plan, *args: kinds.append(plan.kind) or run(plan, *args))
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((kh, kw, 1, c * mult))
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    y = nd.conv2d(x, w, stride, padding, dilations=dilation, threads=threads)
+    np.testing.assert_allclose(y, reference_conv2d(x, w, stride, padding, dilations=dilation),
+                               rtol=1e-10, atol=1e-10)
+    # the transpose of a multiplier-1 depthwise convolution is depthwise too
+    w1 = w[..., :c]
+    y1 = rng.standard_normal(nd.conv2d(x, w1, stride, padding, dilations=dilation).shape)
+    dx = nd.conv2d_transpose(y1, w1, x_shape, stride, padding, dilations=dilation,
+                             threads=threads)
+    np.testing.assert_allclose(
+        dx, reference_conv2d_transpose(y1, w1, x_shape, stride, padding, dilations=dilation),
+        rtol=1e-10, atol=1e-10)
+    assert set(kinds) == {"depthwise"}
+
+
+def test_depthwise_rows_span_several_tiles():
+    plan = _engine.plan_conv2d((1, 7, 120, 40), (3, 3, 1, 40), (1, 1), (1, 1), (1, 1), (7, 120),
+                               40)
+    assert plan.kind == "depthwise" and plan.meta[13] < 120 * 40

@@ -185,57 +185,6 @@ def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
 
 
 @kernel()
-def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
-    for job in range(first, last):
-        n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
-        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
-        n_out = dst.shape[3]
-        mult = n_out // groups
-        col0 = phases[p, C0]
-        if mult == 1 and ssw == 1:
-            # One channel out per channel in, unit source stride: the taps of a whole output row are
-            # [Q, C] blocks of the source row, accumulated into a row buffer that stays in L1.
-            acc_row = np.empty((nq, n_out), dst.dtype)
-            for m in range(m_lo, m_hi):
-                out_row = dst[n, phases[p, R0] + m * rs]
-                for q in range(nq):
-                    for c in range(n_out):
-                        acc_row[q, c] = bias[c]
-                for t in range(nt):
-                    srow = src[n, m * ssh + toffs[th + t]]
-                    for u in range(nu):
-                        o = toffs[tw + u] * n_ch
-                        xs = srow[o:o + nq * n_ch].reshape((nq, n_ch))
-                        wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
-                        for q in range(nq):
-                            for c in range(n_out):
-                                acc_row[q, c] += xs[q, c] * wv[c]
-                for q in range(nq):
-                    pixel = out_row[col0 + q * cs]
-                    for c in range(n_out):
-                        pixel[c] = acc_row[q, c]
-            continue
-        acc = np.empty(n_out, dst.dtype)
-        for m in range(m_lo, m_hi):
-            out_row = dst[n, phases[p, R0] + m * rs]
-            for q in range(nq):
-                for c in range(n_out):
-                    acc[c] = bias[c]
-                for t in range(nt):
-                    srow = src[n, m * ssh + toffs[th + t]]
-                    for u in range(nu):
-                        o = (q * ssw + toffs[tw + u]) * n_ch
-                        wv = weights[ws + (t * nu + u) * n_out:ws + (t * nu + u + 1) * n_out]
-                        for g in range(groups):
-                            xv = srow[o + g]
-                            for j in range(mult):
-                                acc[g * mult + j] += xv * wv[g * mult + j]
-                pixel = out_row[col0 + q * cs]
-                for c in range(n_out):
-                    pixel[c] = acc[c]
-
-
-@kernel()
 def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
@@ -278,12 +227,6 @@ def tiled_parallel(src, weights, dst, phases, toffs, meta, bias):
 def vector_parallel(src, weights, dst, phases, toffs, meta, bias):
     for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
         vector_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
-
-
-@kernel(parallel=True)
-def depthwise_parallel(src, weights, dst, phases, toffs, meta, bias):
-    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        depthwise_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
 
 
 @kernel(parallel=True)
