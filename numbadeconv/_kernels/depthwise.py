@@ -67,8 +67,11 @@ def _add1(a, ao, x, x0, w, w0, e):
 @kernel(internal=True)
 def _four_rows_3x3(a, a0, a1, a2, a3, b, x, r0, r1, r2, r3, r4, r5, c0, c1, c2, w, w0, w1, w2,
                    w3, w4, w5, w6, w7, w8, e):
-    """Four rows of a 3x3 correlation, ``i < e``: row ``h`` (at ``a[a_h + i]``) is ``b[i]`` plus
-    the taps ``(t, u)`` reading ``x[r_{h+t} + c_u + i]`` with weights ``w[w_{3t+u} + i]``."""
+    """Four rows of a 3x3 correlation from six consecutive source rows.
+
+    For ``i < e``, row ``h`` (at ``a[a_h + i]``) is ``b[i]`` plus the taps ``(t, u)`` reading
+    ``x[r_{h+t} + c_u + i]`` with weights ``w[w_{3t+u} + i]``.
+    """
     for i in range(np.uint64(e)):
         v0 = w[w0 + i]
         v1 = w[w1 + i]
@@ -99,9 +102,11 @@ def _four_rows_3x3(a, a0, a1, a2, a3, b, x, r0, r1, r2, r3, r4, r5, c0, c1, c2, 
 @kernel(internal=True)
 def _two_rows_3x3(a, a0, a1, b, x, r00, r01, r02, r10, r11, r12, c0, c1, c2, w, w0, w1, w2, w3,
                   w4, w5, w6, w7, w8, e):
-    """Two rows of a 3x3 correlation on any source rows, ``i < e``: row ``h`` (at
-    ``a[a_h + i]``) is ``b[i]`` plus the taps ``(t, u)`` reading ``x[r_{ht} + c_u + i]`` with
-    weights ``w[w_{3t+u} + i]``."""
+    """Two rows of a 3x3 correlation from any source rows.
+
+    For ``i < e``, row ``h`` (at ``a[a_h + i]``) is ``b[i]`` plus the taps ``(t, u)`` reading
+    ``x[r_{ht} + c_u + i]`` with weights ``w[w_{3t+u} + i]``.
+    """
     for i in range(np.uint64(e)):
         v0 = w[w0 + i]
         v1 = w[w1 + i]
