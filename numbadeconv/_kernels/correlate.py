@@ -67,25 +67,72 @@ def _job(phases, meta, job):
 
 
 @kernel(internal=True)
-def _dot4x3(x0, x1, x2, x3, w0, w1, w2, acc):
-    """``acc`` (12 sums) plus the dot products of 4 source spans with 3 weight spans."""
+def _dot4x3(x, x0, x1, x2, x3, w, w0, w1, w2, span, acc):
+    """``acc`` (12 sums) plus the dot products of 4 source runs with 3 weight runs.
+
+    The runs are ``x[x_k:x_k + span]`` and ``w[w_k:w_k + span]``; the offsets are unsigned, so
+    that Numba emits no negative-index wraparound and LLVM vectorises the loop (array views
+    would cost reference counting on every call).
+    """
     a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32 = acc
-    for i in range(w0.shape[0]):
-        v0 = w0[i]
-        v1 = w1[i]
-        v2 = w2[i]
-        a00 += x0[i] * v0
-        a01 += x0[i] * v1
-        a02 += x0[i] * v2
-        a10 += x1[i] * v0
-        a11 += x1[i] * v1
-        a12 += x1[i] * v2
-        a20 += x2[i] * v0
-        a21 += x2[i] * v1
-        a22 += x2[i] * v2
-        a30 += x3[i] * v0
-        a31 += x3[i] * v1
-        a32 += x3[i] * v2
+    for i in range(np.uint64(span)):
+        v0 = w[w0 + i]
+        v1 = w[w1 + i]
+        v2 = w[w2 + i]
+        s0 = x[x0 + i]
+        s1 = x[x1 + i]
+        s2 = x[x2 + i]
+        s3 = x[x3 + i]
+        a00 += s0 * v0
+        a01 += s0 * v1
+        a02 += s0 * v2
+        a10 += s1 * v0
+        a11 += s1 * v1
+        a12 += s1 * v2
+        a20 += s2 * v0
+        a21 += s2 * v1
+        a22 += s2 * v2
+        a30 += s3 * v0
+        a31 += s3 * v1
+        a32 += s3 * v2
+    return (a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32)
+
+
+@kernel(internal=True)
+def _dot4x3_taps3(x, p0, p1, p2, p3, t0, t1, t2, w, c0, c1, c2, u0, u1, u2, span, acc):
+    """:func:`_dot4x3` over three taps at once: one reduction instead of three.
+
+    Pixel ``j``'s run for tap ``k`` is ``x[p_j + t_k:...]``; channel ``c``'s weights for tap
+    ``k`` are ``w[c_c + u_k:...]``.
+    """
+    a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32 = acc
+    x00, x01, x02 = p0 + t0, p0 + t1, p0 + t2
+    x10, x11, x12 = p1 + t0, p1 + t1, p1 + t2
+    x20, x21, x22 = p2 + t0, p2 + t1, p2 + t2
+    x30, x31, x32 = p3 + t0, p3 + t1, p3 + t2
+    w00, w01, w02 = c0 + u0, c0 + u1, c0 + u2
+    w10, w11, w12 = c1 + u0, c1 + u1, c1 + u2
+    w20, w21, w22 = c2 + u0, c2 + u1, c2 + u2
+    for i in range(np.uint64(span)):
+        v00, v01, v02 = w[w00 + i], w[w01 + i], w[w02 + i]
+        v10, v11, v12 = w[w10 + i], w[w11 + i], w[w12 + i]
+        v20, v21, v22 = w[w20 + i], w[w21 + i], w[w22 + i]
+        s0, s1, s2 = x[x00 + i], x[x01 + i], x[x02 + i]
+        a00 += s0 * v00 + s1 * v01 + s2 * v02
+        a01 += s0 * v10 + s1 * v11 + s2 * v12
+        a02 += s0 * v20 + s1 * v21 + s2 * v22
+        s0, s1, s2 = x[x10 + i], x[x11 + i], x[x12 + i]
+        a10 += s0 * v00 + s1 * v01 + s2 * v02
+        a11 += s0 * v10 + s1 * v11 + s2 * v12
+        a12 += s0 * v20 + s1 * v21 + s2 * v22
+        s0, s1, s2 = x[x20 + i], x[x21 + i], x[x22 + i]
+        a20 += s0 * v00 + s1 * v01 + s2 * v02
+        a21 += s0 * v10 + s1 * v11 + s2 * v12
+        a22 += s0 * v20 + s1 * v21 + s2 * v22
+        s0, s1, s2 = x[x30 + i], x[x31 + i], x[x32 + i]
+        a30 += s0 * v00 + s1 * v01 + s2 * v02
+        a31 += s0 * v10 + s1 * v11 + s2 * v12
+        a32 += s0 * v20 + s1 * v21 + s2 * v22
     return (a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32)
 
 
@@ -100,6 +147,7 @@ def _store4x3(out_row, col0, cs, q0, nq, co, n_c, acc):
 
 @kernel()
 def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
+    flat = src.reshape(-1)
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         w_co = meta[8]
@@ -114,6 +162,14 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             n_runs = nu
             span = cig
         col0 = phases[p, C0]
+        # every tap (run): its source offset from a pixel's first element, its weight offset
+        n_taps = nt * n_runs
+        tap_x = np.empty(n_taps, np.uint64)
+        tap_w = np.empty(n_taps, np.uint64)
+        for t in range(nt):
+            for r in range(n_runs):
+                tap_x[t * n_runs + r] = toffs[th + t] * src.shape[2] + toffs[tw + r] * n_ch
+                tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
         # Output channels in blocks whose weights (all this phase's taps) fit in about meta[10]
         # bytes, so that they stay in L2 while the block's pixels, 4 at a time, stream past them.
         c_block = max(3, min(cog, meta[10] // max(1, nt * nu * cig * dst.itemsize) // 3 * 3))
@@ -136,20 +192,29 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             b1 = bias[g * cog + c1]
                             b2 = bias[g * cog + c2]
                             acc = (b0, b1, b2, b0, b1, b2, b0, b1, b2, b0, b1, b2)
-                            for t in range(nt):
-                                srow = src[n, m * ssh + toffs[th + t]]
-                                for r in range(n_runs):
-                                    col = toffs[tw + r]
-                                    o0 = (q0 * ssw + col) * n_ch + ch0
-                                    o1 = (q1 * ssw + col) * n_ch + ch0
-                                    o2 = (q2 * ssw + col) * n_ch + ch0
-                                    o3 = (q3 * ssw + col) * n_ch + ch0
-                                    wo = toffs[ws + t * nu + r]
-                                    acc = _dot4x3(srow[o0:o0 + span], srow[o1:o1 + span],
-                                                  srow[o2:o2 + span], srow[o3:o3 + span],
-                                                  weights[wb0 + wo:wb0 + wo + span],
-                                                  weights[wb1 + wo:wb1 + wo + span],
-                                                  weights[wb2 + wo:wb2 + wo + span], acc)
+                            row = (n * src.shape[1] + m * ssh) * src.shape[2] + ch0
+                            x0 = row + q0 * ssw * n_ch
+                            x1 = row + q1 * ssw * n_ch
+                            x2 = row + q2 * ssw * n_ch
+                            x3 = row + q3 * ssw * n_ch
+                            k = 0
+                            while k < n_taps:
+                                if n_taps - k >= 3:
+                                    acc = _dot4x3_taps3(
+                                        flat, np.uint64(x0), np.uint64(x1), np.uint64(x2),
+                                        np.uint64(x3), tap_x[k], tap_x[k + 1], tap_x[k + 2],
+                                        weights, np.uint64(wb0), np.uint64(wb1), np.uint64(wb2),
+                                        tap_w[k], tap_w[k + 1], tap_w[k + 2], span, acc)
+                                    k += 3
+                                else:
+                                    acc = _dot4x3(flat, np.uint64(x0) + tap_x[k],
+                                                  np.uint64(x1) + tap_x[k],
+                                                  np.uint64(x2) + tap_x[k],
+                                                  np.uint64(x3) + tap_x[k], weights,
+                                                  np.uint64(wb0) + tap_w[k],
+                                                  np.uint64(wb1) + tap_w[k],
+                                                  np.uint64(wb2) + tap_w[k], span, acc)
+                                    k += 1
                             _store4x3(out_row, col0, cs, q0, nq, g * cog + c0, min(3, cog - c0),
                                       acc)
 
