@@ -43,6 +43,9 @@ ROW_BLOCK_BYTES = 256 * 1024
 #: ... unless that leaves fewer than this many jobs per thread.
 JOBS_PER_THREAD = 4
 
+#: Kernels that read the source unpadded, skipping the taps outside it (no padded copy).
+UNPADDED_KINDS = ("depthwise", "rowwise")
+
 #: The depthwise kernel's weight tiles hold about this many elements (a multiple of the channels).
 DEPTHWISE_TILE = 4096
 
@@ -226,7 +229,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
                 w_start += index.size
         weight_index = np.concatenate(packed)
     top_left = (0, 0)
-    if kind == "depthwise":  # reads the source unpadded
+    if kind in UNPADDED_KINDS:
         top_left = (0, 0) if frame is None else frame[:2]
         frame = None
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,

@@ -9,36 +9,38 @@ gather: no scatter, no races)::
 
 for ``m < M``, ``q < Q``, where ``src`` is ``[N, Hs, Ws*C]`` (an NHWC array with its last two axes
 merged) and ``dst`` is ``[N, Hd, Wd, Cd]``. A convolution is one phase; a stride-``s`` transpose is
-``s*s`` stride-1 phases, each with the taps that reach it. ``src`` is zero-padded so that every
-read is in bounds; the phases partition ``dst``, so every element is written exactly once (a phase
-with no taps writes the bias).
+``s*s`` stride-1 phases, each with the taps that reach it. ``src`` is zero-padded so that every read
+is in bounds (except for the row-wise kernel, below); the phases partition ``dst``, so every element
+is written exactly once (a phase with no taps writes the bias).
 
 ``phases`` columns (int64): r0, c0, M, Q, T, U, TH and TW (where the phase's row and column tap
 offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap offsets start in
 ``toffs``; others: where its weights start in ``weights``), and MERGED (1 when the U taps are
 adjacent columns and their weights adjacent too, so that the taps x channels of one output pixel
 are one contiguous span of ``src`` and of ``weights``). ``meta`` (int64) is
-``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes]``: each job computes ``rows``
-consecutive rows (block ``b`` of ``n_blocks``) of one phase of one image; ``w_co`` and ``w_g``
-are the tiled kernel's weight strides between output channels and between groups, and
-``w_bytes`` the size of the block of weights it keeps in cache while sweeping a row block's
-pixels.
+``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes, top, left, tile]``: each
+job computes ``rows`` consecutive rows (block ``b`` of ``n_blocks``) of one phase of one image;
+``w_co`` and ``w_g`` are the tiled kernel's weight strides between output channels and between
+groups, ``w_bytes`` the size of the block of weights it keeps in cache while sweeping a row
+block's pixels; ``top`` and ``left`` the padding assumed by the kernels that read ``src``
+unpadded, ``tile`` the depthwise kernel's weight tile length.
 
-Four kernels, each run serially over jobs ``first`` to ``last`` (``X_serial``) or over all jobs
-with ``prange`` (``X_parallel``). Job ``j`` is (image, row block, phase) with the phase
-innermost, so that uneven phases spread over the threads:
+Three kernels here and the depthwise one in :mod:`.depthwise`, each run serially over jobs ``first``
+to ``last`` (``X_serial``) or over all jobs with ``prange`` (``X_parallel``). Job ``j`` is (image,
+row block, phase) with the phase innermost, so that uneven phases spread over the threads:
 
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
-  spans of input channels (and adjacent taps); for channel-rich problems. The weight of
-  ``(g, co, tap, ci)`` is at ``g*w_g + co*w_co + toffs[WS + tap] + ci``: the filters themselves
-  when their input channels are contiguous (a transpose's ``[fh, fw, out, in]``), else a packed
+  spans of input channels (and adjacent taps), three taps per pass; for channel-rich problems.
+  The weight of ``(g, co, tap, ci)`` is at ``g*w_g + co*w_co + toffs[WS + tap] + ci``: the
+  filters themselves when their input channels are contiguous (a transpose's ``[fh, fw, out,
+  in]``), else a packed
   copy ``[G, cog, taps, cig]``.
 - ``vector``: one output pixel at a time, vectorised along the output channels of a group; for few
   input channels per group. Weights ``[G, T, U, cig, cog]`` per phase.
-- ``depthwise``: one input channel per group (``cig == 1``), vectorised along all output channels.
-  Weights ``[T, U, G*cog]`` per phase.
 - ``rowwise``: one output channel at a time, vectorised along the pixels of a row; for very few
-  channels (a single-channel image). Weights ``[G, T, U, cig, cog]`` per phase.
+  channels (a single-channel image). Weights ``[G, T, U, cig, cog]`` per phase. Like the
+  depthwise kernel (:mod:`.depthwise`), it reads ``src`` unpadded: ``meta[11]`` and ``meta[12]``
+  are the (top, left) padding that the tap offsets assume, and taps outside ``src`` are skipped.
 """
 
 import numpy as np
@@ -251,6 +253,9 @@ def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
 
 @kernel()
 def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
+    top, left = meta[11], meta[12]  # src is not padded: taps outside it are skipped
+    height = src.shape[1]
+    width = src.shape[2] // meta[0]
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
@@ -266,15 +271,24 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     for q in range(nq):
                         acc[q] = bias[g * cog + co]
                     for t in range(nt):
-                        srow = src[n, m * ssh + toffs[th + t]]
+                        r = m * ssh + toffs[th + t] - top
+                        if r < 0 or r >= height:
+                            continue
+                        srow = src[n, r]
                         for u in range(nu):
-                            o = toffs[tw + u] * n_ch + g * cig
+                            off = toffs[tw + u] - left  # source column of pixel q: q*ssw + off
+                            q_lo = min(nq, max(0, -(off // ssw)))
+                            q_hi = max(q_lo, min(nq, (width - 1 - off) // ssw + 1))
+                            if q_lo == q_hi:
+                                continue
+                            o = (q_lo * ssw + off) * n_ch + g * cig
                             wb = ws + ((g * nt + t) * nu + u) * cig * cog + co
                             for ci in range(cig):
                                 wv = weights[wb + ci * cog]
-                                xs = srow[o + ci:o + ci + (nq - 1) * step + 1:step]
-                                for q in range(nq):
-                                    acc[q] += xs[q] * wv
+                                xs = srow[o + ci:o + ci + (q_hi - q_lo - 1) * step + 1:step]
+                                a = acc[q_lo:q_hi]
+                                for q in range(q_hi - q_lo):
+                                    a[q] += xs[q] * wv
                     for q in range(nq):
                         out_row[col0 + q * cs, g * cog + co] = acc[q]
 
