@@ -32,9 +32,8 @@ row block, phase) with the phase innermost, so that uneven phases spread over th
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
   spans of input channels (and adjacent taps), three taps per pass; for channel-rich problems.
   The weight of ``(g, co, tap, ci)`` is at ``g*w_g + co*w_co + toffs[WS + tap] + ci``: the
-  filters themselves when their input channels are contiguous (a transpose's ``[fh, fw, out,
-  in]``), else a packed
-  copy ``[G, cog, taps, cig]``.
+  filters themselves when their input channels are contiguous (a transpose's
+  ``[fh, fw, out, in]``), else a packed copy ``[G, cog, taps, cig]``.
 - ``vector``: one output pixel at a time, vectorised along the output channels of a group; for few
   input channels per group. Weights ``[G, T, U, cig, cog]`` per phase.
 - ``rowwise``: one output channel at a time, vectorised along the pixels of a row; for very few
