@@ -13,6 +13,11 @@ three op families read it as follows (this is exactly how the ops are related in
 so a transposed-convolution case "8x8x512 -> 16x16x256, k5 s2" is the forward case
 ``x = 16x16x256, w = 5x5x256x512, stride 2``.
 
+A grouped case (``groups`` > 1) is grouped as TensorFlow's ``conv2d`` reads it: ``w[2]`` is the
+input channels of one group, ``x``'s channels / ``groups``, and ``w[3]``, a multiple of
+``groups``, all the output channels; ``groups`` = ``x``'s channels with ``w[2] == 1`` is a
+depthwise convolution. numbadeconv infers the groups from the shapes; the peers are told them.
+
 Peers (parameter ``impl``):
 
 ``numbadeconv``       this project
@@ -22,7 +27,9 @@ Peers (parameter ``impl``):
                       (col2im) for the transpose. ``numbadeconv.testing`` holds the naive
                       reference used for correctness; this one is for speed.
 ``torch``             ``torch.nn.functional`` (channels_last for NHWC cases)
-``tensorflow``        ``tf.nn`` / ``tf.raw_ops`` in eager mode, default oneDNN setting
+``tensorflow``        ``tf.nn`` / ``tf.raw_ops`` in eager mode, default oneDNN setting;
+                      ``tf.nn.depthwise_conv2d`` for depthwise cases, no grouped gradients
+                      or transposes (TF has no CPU kernel for them)
 ``jax``               ``jax.lax.conv_general_dilated`` and its ``vjp``, jitted
 
 Peers are imported lazily in ``setup`` (never at module import): asv imports every benchmark
@@ -62,7 +69,7 @@ class Case:
     """The forward geometry of one benchmark case (see the module docstring)."""
 
     x: tuple[int, int, int, int]  # logical NHWC
-    w: tuple[int, int, int, int]  # [fh, fw, cin, cout]
+    w: tuple[int, int, int, int]  # [fh, fw, cin / groups, cout]
     strides: int = 1
     padding: str = "SAME"
     dilations: int = 1
@@ -71,6 +78,7 @@ class Case:
     slow: bool = False  # skipped when ASV_SKIP_SLOW is set
     sweep_threads: bool = False  # also measured with threads="1"
     note: str = ""
+    groups: int = 1  # x's channels = groups * w[2]; w[3] divisible by groups
 
     @property
     def y(self) -> tuple[int, int, int, int]:
@@ -80,8 +88,16 @@ class Case:
                 _out(w_, self.w[1], self.strides, self.dilations, self.padding), self.w[3])
 
     @property
+    def depthwise(self) -> bool:
+        """One input channel per group (TensorFlow's ``depthwise_conv2d``)."""
+        return self.groups > 1 and self.groups == self.x[3] and self.w[2] == 1
+
+    @property
     def flops(self) -> int:
-        """Nominal FLOPs (2 per multiply-add, every tap counted); the same for all three ops."""
+        """Nominal FLOPs (2 per multiply-add, every tap counted); the same for all three ops.
+
+        ``w[2]`` is the fan-in of one output channel, grouped or not.
+        """
         n, ho, wo, co = self.y
         return 2 * n * ho * wo * self.w[0] * self.w[1] * self.w[2] * co
 
@@ -128,15 +144,24 @@ CASES: dict[str, Case] = {
     "unet_up_28to56":      Case((1, 56, 56, 512), (2, 2, 512, 1024), strides=2, slow=True),
     # FCN-32s bilinear-style upsampling, k64 s32, 16x16x21 -> 512x512x21.
     "fcn32s_16to512":      Case((1, 512, 512, 21), (64, 64, 21, 21), strides=32, slow=True),
+    # MobileNet depthwise 3x3 convolutions (one filter per channel), stride 1 and 2, batch 8.
+    "mobilenet_dw_112x112x32_b8": Case((8, 112, 112, 32), (3, 3, 1, 32), groups=32,
+                                       sweep_threads=True),
+    "mobilenet_dw_s2_112x112x64_b8": Case((8, 112, 112, 64), (3, 3, 1, 64), strides=2,
+                                          groups=64, slow=True),
+    # Grouped (8 groups) 4x4 s2 up-convolution 16x16x256 -> 32x32x128, batch 8.
+    "grouped_up_16to32_g8_b8": Case((8, 32, 32, 128), (4, 4, 16, 256), strides=2, groups=8,
+                                    slow=True),
 }
 # fmt: on
 
 CONV2D_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
-                "resnet_56x56x64_b8", "resnet_56x56x64_b8_nchw"]
+                "resnet_56x56x64_b8", "resnet_56x56x64_b8_nchw", "mobilenet_dw_112x112x32_b8",
+                "mobilenet_dw_s2_112x112x64_b8"]
 TRANSPOSE_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                    "vae_dec_f64_nchw", "dcgan_4to8_b16", "dcgan_8to16_b16", "dcgan_16to32_b16",
                    "dcgan_16to32_b16_nchw", "dcgan_32to64_b64", "unet_up_28to56",
-                   "fcn32s_16to512"]
+                   "fcn32s_16to512", "grouped_up_16to32_g8_b8"]
 BACKPROP_FILTER_CASES = ["tutorial_5x5", "image_512_k3s2", "vae_dec_f64",
                          "resnet_56x56x64_b8", "dcgan_16to32_b16"]
 # backprop_input is conv2d_transpose under its gradient name: a few cases are enough.
@@ -174,12 +199,15 @@ def arrays(op: str, case: Case, seed: int = 0) -> dict[str, np.ndarray]:
 def miniature(case: Case) -> Case:
     """The same op/dtype/layout/kernel/strides on a tiny input: warms JIT and runtimes cheaply.
 
-    Used by the ``peakmem_*`` classes so that warm-up does not already reach the peak.
+    Used by the ``peakmem_*`` classes so that warm-up does not already reach the peak. A grouped
+    case keeps (at most) two groups of at most two input and two output channels each.
     """
     k = max((case.w[0] - 1) * case.dilations + 1, (case.w[1] - 1) * case.dilations + 1)
     side = max(k, 2 * case.strides)
-    return dataclasses.replace(case, x=(1, side, side, min(case.x[3], 2)),
-                               w=(case.w[0], case.w[1], min(case.w[2], 2), min(case.w[3], 2)))
+    groups = min(case.groups, 2)
+    cin, cout = min(case.w[2], 2), min(case.w[3] // case.groups, 2)
+    return dataclasses.replace(case, x=(1, side, side, groups * cin), groups=groups,
+                               w=(case.w[0], case.w[1], cin, groups * cout))
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,7 +307,7 @@ def np_backprop_filter(x: np.ndarray, dy: np.ndarray, c: Case) -> np.ndarray:
 
 
 def np_conv2d_transpose(dy: np.ndarray, w: np.ndarray, c: Case) -> np.ndarray:
-    (n, h, wd, ci), (fh, fw, _, _), (_, ho, wo, _) = c.x, c.w, c.y
+    (n, h, wd, _), (fh, fw, ci, _), (_, ho, wo, _) = c.x, c.w, c.y
     s, d = c.strides, c.dilations
     ph, pw = _np_geometry(c)
     cols = np.tensordot(dy, w, axes=([3], [3]))  # one GEMM: (N, Ho, Wo, fh, fw, ci)
@@ -291,6 +319,21 @@ def np_conv2d_transpose(dy: np.ndarray, w: np.ndarray, c: Case) -> np.ndarray:
             xp[:, i * d : i * d + (ho - 1) * s + 1 : s,
                j * d : j * d + (wo - 1) * s + 1 : s, :] += cols[:, :, :, i, j, :]
     return xp[:, ph[0] : ph[0] + h, pw[0] : pw[0] + wd, :]
+
+
+def np_grouped(func: Callable[[np.ndarray, np.ndarray, Case], np.ndarray], a: np.ndarray,
+               b: np.ndarray, c: Case) -> np.ndarray:
+    """``func(a, b, c)`` (one of the three above) one group at a time.
+
+    Group ``g`` takes the ``g``-th of ``c.groups`` equal slices of the channels (axis 3) of both
+    ``a`` and ``b``: x and w's output channels (conv2d), dy and w's output channels (transpose),
+    x and dy (filter gradient); the results' channels (axis 3) are concatenated.
+    """
+    if c.groups == 1:
+        return func(a, b, c)
+    sa, sb = a.shape[3] // c.groups, b.shape[3] // c.groups
+    return np.concatenate([func(a[..., g * sa : (g + 1) * sa], b[..., g * sb : (g + 1) * sb], c)
+                           for g in range(c.groups)], axis=3)
 
 
 def _numpy(op, c: Case, a, threads):
@@ -307,10 +350,10 @@ def _numpy(op, c: Case, a, threads):
         return np.ascontiguousarray(arr.transpose(0, 3, 1, 2)) if nchw else arr
 
     if op == "conv2d":
-        return lambda: back(np_conv2d(nhwc(a["x"]), a["w"], c))
+        return lambda: back(np_grouped(np_conv2d, nhwc(a["x"]), a["w"], c))
     if op in ("conv2d_transpose", "backprop_input"):
-        return lambda: back(np_conv2d_transpose(nhwc(a["y"]), a["w"], c))
-    return lambda: np_backprop_filter(nhwc(a["x"]), nhwc(a["y"]), c)
+        return lambda: back(np_grouped(np_conv2d_transpose, nhwc(a["y"]), a["w"], c))
+    return lambda: np_grouped(np_backprop_filter, nhwc(a["x"]), nhwc(a["y"]), c)
 
 
 # --- PyTorch -------------------------------------------------------------------------------
@@ -331,10 +374,11 @@ def _torch(op, c: Case, a, threads):
             ten = ten.permute(0, 3, 1, 2)
         return ten.contiguous(memory_format=mf)
 
-    w = torch.from_numpy(a["w"]).permute(3, 2, 0, 1).contiguous(memory_format=mf)  # co,ci,fh,fw
+    # co, ci / groups, fh, fw: also conv_transpose2d's (in, out / groups, fh, fw)
+    w = torch.from_numpy(a["w"]).permute(3, 2, 0, 1).contiguous(memory_format=mf)
     (_, h, wd, _), (fh, fw, _, _), (_, ho, wo, _) = c.x, c.w, c.y
     ph, pw = _np_geometry(c)
-    s, d = c.strides, c.dilations
+    s, d, g = c.strides, c.dilations, c.groups
     sym = ph[0] == ph[1] and pw[0] == pw[1]
     pad4 = (pw[0], pw[1], ph[0], ph[1])
     torch.set_grad_enabled(False)
@@ -342,8 +386,8 @@ def _torch(op, c: Case, a, threads):
     if op == "conv2d":
         x = t(a["x"])
         if sym:
-            return lambda: F.conv2d(x, w, None, s, (ph[0], pw[0]), d)
-        return lambda: F.conv2d(F.pad(x, pad4), w, None, s, 0, d)
+            return lambda: F.conv2d(x, w, None, s, (ph[0], pw[0]), d, g)
+        return lambda: F.conv2d(F.pad(x, pad4), w, None, s, 0, d, g)
     if op in ("conv2d_transpose", "backprop_input"):
         y = t(a["y"])
         p = (min(ph), min(pw))
@@ -353,19 +397,25 @@ def _torch(op, c: Case, a, threads):
         if full_h < oh + h or full_w < ow + wd:
             raise NotImplementedError("case needs output_padding; not wired for torch")
         if oh == ow == 0 and full_h == h and full_w == wd:  # no crop needed
-            return lambda: F.conv_transpose2d(y, w, None, s, p, 0, 1, d)
-        return lambda: F.conv_transpose2d(y, w, None, s, p, 0, 1, d)[:, :, oh:oh + h, ow:ow + wd]
+            return lambda: F.conv_transpose2d(y, w, None, s, p, 0, g, d)
+        return lambda: F.conv_transpose2d(y, w, None, s, p, 0, g, d)[:, :, oh:oh + h, ow:ow + wd]
     x, y = t(a["x"]), t(a["y"])
     wsize = tuple(w.shape)
     if sym:
-        return lambda: torch.nn.grad.conv2d_weight(x, wsize, y, s, (ph[0], pw[0]), d)
-    return lambda: torch.nn.grad.conv2d_weight(F.pad(x, pad4), wsize, y, s, 0, d)
+        return lambda: torch.nn.grad.conv2d_weight(x, wsize, y, s, (ph[0], pw[0]), d, g)
+    return lambda: torch.nn.grad.conv2d_weight(F.pad(x, pad4), wsize, y, s, 0, d, g)
 
 
 # --- TensorFlow ----------------------------------------------------------------------------
 
 
 def _tensorflow(op, c: Case, a, threads):
+    if c.groups > 1 and op != "conv2d":
+        # Before the import: TF's CPU runs grouped conv2d, but its Conv2DBackpropInput says
+        # "Gradients for grouped convolutions are not supported on CPU" and its
+        # Conv2DBackpropFilter rejects grouped filter sizes.
+        raise NotImplementedError("tensorflow has no grouped convolution gradient (transpose) "
+                                  "on the CPU")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF_ENABLE_ONEDNN_OPTS left default
     try:
         import tensorflow as tf
@@ -397,6 +447,11 @@ def _tensorflow_call(tf, op, c: Case, a):
     d4 = [1, 1, d, d] if fmt == "NCHW" else [1, d, d, 1]
     w = tf.constant(a["w"])
     x_shape = list(_layout_shape(c.x, fmt))
+    if op == "conv2d" and c.depthwise:  # filters [fh, fw, C, multiplier]: the same order
+        x = tf.constant(a["x"])
+        fh, fw, _, co = c.w
+        wd = tf.reshape(w, (fh, fw, c.groups, co // c.groups))
+        return lambda: tf.nn.depthwise_conv2d(x, wd, s4, c.padding, fmt, [d, d])
     if op == "conv2d":
         x = tf.constant(a["x"])
         return lambda: tf.nn.conv2d(x, w, s4, c.padding, fmt, d4)
@@ -439,7 +494,7 @@ def _jax(op, c: Case, a, threads):
 
     def conv(x, w):
         return lax.conv_general_dilated(x, w, (s, s), [ph, pw], rhs_dilation=(d, d),
-                                        dimension_numbers=dn)
+                                        dimension_numbers=dn, feature_group_count=c.groups)
 
     w = jax.device_put(a["w"])
     x0 = jax.numpy.zeros(_layout_shape(c.x, fmt), c.dtype)

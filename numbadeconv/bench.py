@@ -29,7 +29,11 @@ class Case:
 
     ``x_shape`` is the convolution's input (NHWC), ``kernel`` the filter in ``conv2d``'s layout
     ``[fh, fw, in, out]``; for a transpose the operation maps ``conv2d``'s output back to
-    ``x_shape``.
+    ``x_shape``. With ``groups`` > 1 the convolution is grouped as in TensorFlow's ``conv2d``
+    (whose input channel count is then a multiple of ``filters.shape[2]``): ``kernel[2]`` is
+    ``x_shape[3] / groups``, the input channels of one group, and ``kernel[3]`` (a multiple of
+    ``groups``) all the output channels; ``groups == x_shape[3]`` with ``kernel[2] == 1`` is a
+    depthwise convolution. numbadeconv infers the groups from the shapes.
     """
 
     name: str
@@ -40,6 +44,7 @@ class Case:
     padding: str
     dtype: str = "float32"
     quick: bool = False
+    groups: int = 1
 
     @property
     def y_shape(self) -> tuple[int, int, int, int]:
@@ -52,8 +57,13 @@ class Case:
                 conv_output_size(w, fw, self.stride, self.padding), c_out)
 
     @property
+    def depthwise(self) -> bool:
+        """One input channel per group (TensorFlow's ``depthwise_conv2d``)."""
+        return self.groups > 1 and self.groups == self.x_shape[3] and self.kernel[2] == 1
+
+    @property
     def flops(self) -> int:
-        """Multiply-adds x 2 (the same for a convolution and its transpose)."""
+        """Multiply-adds x 2 (the same for a convolution and its transpose; per-group fan-in)."""
         fh, fw, c_in, _ = self.kernel
         n, h, w, c = self.y_shape
         return 2 * n * h * w * c * fh * fw * c_in
@@ -91,6 +101,12 @@ CASES = [
          (4, 4, 32, 64), 2, "SAME", dtype="float64", quick=True),
     Case("ResNet 3x3 56x56x64 b8", "conv2d", (8, 56, 56, 64), (3, 3, 64, 64), 1, "SAME",
          quick=True),
+    Case("MobileNet depthwise 3x3 112x112x32 b8", "conv2d", (8, 112, 112, 32), (3, 3, 1, 32), 1,
+         "SAME", groups=32, quick=True),
+    Case("MobileNet depthwise 3x3 s2 112x112x64 b8", "conv2d", (8, 112, 112, 64), (3, 3, 1, 64), 2,
+         "SAME", groups=64),
+    Case("grouped transpose 16x16x256->32x32x128 k4s2 g8 b8", "conv2d_transpose", (8, 32, 32, 128),
+         (4, 4, 16, 256), 2, "SAME", groups=8),
 ]
 
 
@@ -134,44 +150,71 @@ def run_torch(case: Case, threads: int | None = None) -> Callable[[], object]:
     operand, filters = case.inputs()
     x = torch.from_numpy(operand).permute(0, 3, 1, 2).contiguous(
         memory_format=torch.channels_last)
-    w = torch.from_numpy(np.ascontiguousarray(filters.transpose(3, 2, 0, 1)))  # [out,in,kh,kw]
+    # [out, in/groups, kh, kw]
+    w = torch.from_numpy(np.ascontiguousarray(filters.transpose(3, 2, 0, 1)))
     pads, extra = _torch_padding(case)
     if case.op == "conv2d":  # symmetric max(before, after): the same output size here
         w = w.contiguous(memory_format=torch.channels_last)
-        return lambda: torch.nn.functional.conv2d(x, w, stride=case.stride, padding=pads)
-    # conv_transpose2d weight is [in(of the transpose) = conv out, out = conv in, kh, kw]
+        return lambda: torch.nn.functional.conv2d(x, w, stride=case.stride, padding=pads,
+                                                  groups=case.groups)
+    # conv_transpose2d weight is [in(of the transpose) = conv out, out/groups = conv in/groups,
+    # kh, kw]: the same tensor
     w = w.contiguous(memory_format=torch.channels_last)
     return lambda: torch.nn.functional.conv_transpose2d(x, w, stride=case.stride, padding=pads,
-                                                        output_padding=extra)
+                                                        output_padding=extra, groups=case.groups)
 
 
 def run_tensorflow(case: Case, threads: int | None = None) -> Callable[[], object]:
-    """``case`` with ``tf.nn`` (eager; TensorFlow's default CPU path)."""
+    """``case`` with ``tf.nn`` (eager; TensorFlow's default CPU path).
+
+    Depthwise convolutions use ``tf.nn.depthwise_conv2d``, other grouped ones ``tf.nn.conv2d``
+    (which runs them on the CPU); grouped transposes raise NotImplementedError.
+    """
+    if case.groups > 1 and case.op != "conv2d":
+        raise NotImplementedError(
+            "TensorFlow's CPU Conv2DBackpropInput rejects grouped filters (\"Gradients for "
+            "grouped convolutions are not supported on CPU\")")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     operand, filters = case.inputs()
-    x, w = tf.constant(operand), tf.constant(filters)
+    x = tf.constant(operand)
+    if case.depthwise:  # [fh, fw, 1, C * mult] -> [fh, fw, C, mult]: the same channel order
+        fh, fw, _, c_out = case.kernel
+        w = tf.constant(filters.reshape(fh, fw, case.groups, c_out // case.groups))
+        strides = [1, case.stride, case.stride, 1]
+        return lambda: tf.nn.depthwise_conv2d(x, w, strides, case.padding).numpy()
+    w = tf.constant(filters)
     if case.op == "conv2d":
         return lambda: tf.nn.conv2d(x, w, case.stride, case.padding).numpy()
     return lambda: tf.nn.conv2d_transpose(x, w, case.x_shape, case.stride, case.padding).numpy()
 
 
 def run_jax(case: Case, threads: int | None = None) -> Callable[[], object]:
-    """``case`` with ``jax.lax`` (XLA, jitted)."""
+    """``case`` with ``jax.lax`` (XLA, jitted).
+
+    The transpose is the vector-Jacobian product of the convolution at the case's input shape
+    (``lax.conv_transpose`` with SAME would pick one of the admissible output sizes itself);
+    float64 cases enable JAX's 64-bit mode.
+    """
     import jax
     from jax import lax
 
+    if case.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
     operand, filters = case.inputs()
-    dims = ("NHWC", "HWIO", "NHWC")
-    if case.op == "conv2d":
-        f = jax.jit(lambda x, w: lax.conv_general_dilated(
-            x, w, (case.stride,) * 2, case.padding, dimension_numbers=dims))
-    else:
-        f = jax.jit(lambda x, w: lax.conv_transpose(
-            x, w, (case.stride,) * 2, case.padding, dimension_numbers=dims,
-            transpose_kernel=True))
     x, w = jax.device_put(operand), jax.device_put(filters)
+
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (case.stride,) * 2, case.padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=case.groups)
+
+    if case.op == "conv2d":
+        f = jax.jit(conv)
+    else:
+        x0 = jax.numpy.zeros(case.x_shape, case.dtype)
+        f = jax.jit(lambda y, w: jax.vjp(lambda x: conv(x, w), x0)[1](y)[0])
     return lambda: f(x, w).block_until_ready()
 
 
@@ -212,13 +255,31 @@ def numpy_im2col_conv(x, w, stride, padding):
     return out
 
 
+def numpy_grouped(func: Callable[..., np.ndarray], operand: np.ndarray, filters: np.ndarray,
+                  groups: int, *args) -> np.ndarray:
+    """``func(operand, filters, *args)`` (an im2col peer above) one group at a time.
+
+    Group ``g`` reads the ``g``-th of ``groups`` equal slices of the operand's channels (conv2d's
+    input, or the transpose's input: conv2d's output) and of the filters' output channels (axis
+    3); the results are concatenated along the channels. ``args`` are the per-group ones.
+    """
+    if groups == 1:
+        return func(operand, filters, *args)
+    ci, co = operand.shape[3] // groups, filters.shape[3] // groups
+    return np.concatenate([func(operand[..., g * ci:(g + 1) * ci],
+                                filters[..., g * co:(g + 1) * co], *args)
+                           for g in range(groups)], axis=3)
+
+
 def run_numpy(case: Case, threads: int | None = None) -> Callable[[], object]:
-    """``case`` with the NumPy im2col peer (BLAS GEMMs)."""
+    """``case`` with the NumPy im2col peer (BLAS GEMMs; one set per group)."""
     operand, filters = case.inputs()
     if case.op == "conv2d":
-        return lambda: numpy_im2col_conv(operand, filters, case.stride, case.padding)
-    return lambda: numpy_im2col_transpose(operand, filters, case.x_shape, case.stride,
-                                          case.padding)
+        return lambda: numpy_grouped(numpy_im2col_conv, operand, filters, case.groups,
+                                     case.stride, case.padding)
+    group_x_shape = (*case.x_shape[:3], case.kernel[2])
+    return lambda: numpy_grouped(numpy_im2col_transpose, operand, filters, case.groups,
+                                 group_x_shape, case.stride, case.padding)
 
 
 #: numpy last: each round of timings ends with it, then lets its BLAS threads go idle.
@@ -280,7 +341,8 @@ def main(quick: bool = False, repeat: int = 7, threads: int | None = None,
     print(f"threads {n_threads}; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print("GEMM peak (NumPy BLAS): " + ", ".join(f"{d} {p:.0f} GFLOP/s" for d, p in peaks.items()))
     print(f"median of {repeat} interleaved runs; ratio = numbadeconv time / peer time")
-    header = f"{'case':42} {'ours':>10} {'GFLOP/s':>8} {'%peak':>6}"
+    width = max([42, *(len(c.name) for c in chosen)])
+    header = f"{'case':{width}} {'ours':>10} {'GFLOP/s':>8} {'%peak':>6}"
     for name in runners:
         header += f" {name:>11} {'ratio':>6}"
     print(header)
@@ -302,7 +364,7 @@ def main(quick: bool = False, repeat: int = 7, threads: int | None = None,
         med = {k: statistics.median(v) for k, v in times.items()}
         ours = med["numbadeconv"]
         gflops = case.flops / ours / 1e9
-        line = (f"{case.name:42} {_fmt(ours):>10} {gflops:8.1f} "
+        line = (f"{case.name:{width}} {_fmt(ours):>10} {gflops:8.1f} "
                 f"{100 * gflops / peaks[case.dtype]:6.0f}")
         for name in runners:
             if name in med:

@@ -39,6 +39,36 @@ def test_case_table_is_consistent(bench_path):
         np.testing.assert_allclose(theirs, ours, rtol=1e-10, atol=1e-10)
 
 
+def _check_grouped_cases(common, impl):
+    """Every op on the miniature of every grouped case: ``impl`` agrees with numbadeconv."""
+    import numpy as np
+
+    grouped = [name for name, case in common.CASES.items() if case.groups > 1]
+    assert grouped
+    for name in grouped:
+        case = common.miniature(common.CASES[name])
+        assert case.groups > 1
+        for op in common.OPS:
+            data = common.arrays(op, case)
+            ours = common.build(op, case, "numbadeconv", data=data)()
+            theirs = common.as_numpy(op, case, impl, common.build(op, case, impl, data=data)())
+            np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max(),
+                                       err_msg=f"{name} {op} {impl}")
+
+
+def test_grouped_cases_agree_with_numpy(bench_path):
+    _check_grouped_cases(importlib.import_module("asv_benchmarks.common"), "numpy_reference")
+
+
+@pytest.mark.oracle
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*")
+def test_grouped_cases_agree_with_torch(bench_path):
+    torch = pytest.importorskip("torch")
+    common = importlib.import_module("asv_benchmarks.common")
+    with torch.no_grad():  # the torch peer turns autograd off; no_grad restores it on exit
+        _check_grouped_cases(common, "torch")
+
+
 def test_asv_check():
     pytest.importorskip("asv")
     # asv drops PYTHONPATH but honours ASV_PYTHONPATH: this checks the working tree even when
