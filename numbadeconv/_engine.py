@@ -47,7 +47,7 @@ JOBS_PER_THREAD = 4
 UNPADDED_KINDS = ("depthwise", "rowwise")
 
 #: The depthwise kernel's weight tiles hold about this many elements (a multiple of the channels).
-DEPTHWISE_TILE = 4096
+DEPTHWISE_TILE = 1024
 
 #: The tiled kernel sweeps a row block's pixels past blocks of output channels whose weights take
 #: about this many bytes (they stay in L2).
@@ -334,6 +334,8 @@ def _blocked_meta(plan: CorrelationPlan, threads: int) -> np.ndarray:
     if threads > 1:
         row_jobs = plan.out_shape[0] * len(plan.phases) * m_max
         rows = max(1, min(rows, row_jobs // (JOBS_PER_THREAD * threads)))
+    if plan.kind == "depthwise" and rows > 4:
+        rows -= rows % 4  # it computes up to four rows per pass
     meta = plan.meta.copy()
     meta[6] = -(-m_max // rows)
     meta[7] = rows

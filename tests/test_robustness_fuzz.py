@@ -277,10 +277,11 @@ HUGE_REQUESTS = {
                       f" {F32.format((1, 1, 2, 1))}, strides=2**17, padding='VALID')",
 }
 HUGE_GEOMETRY = {
-    # a zero-padded copy of the input larger than memory: refused before allocating
-    "padding, conv2d": f"nd.conv2d({F32.format((1, 1, 1, 1))}, {F32.format((1, 1, 1, 1))},"
+    # a zero-padded copy of the input larger than memory (the channel-rich kernel reads a padded
+    # copy): refused before allocating
+    "padding, conv2d": f"nd.conv2d({F32.format((1, 1, 1, 64))}, {F32.format((1, 1, 64, 64))},"
                        " strides=10**6, padding=[[0, 0], [10**6, 10**6], [10**6, 10**6], [0, 0]])",
-    "dilation, conv2d": f"nd.conv2d({F32.format((1, 4, 4, 1))}, {F32.format((2, 2, 1, 1))},"
+    "dilation, conv2d": f"nd.conv2d({F32.format((1, 4, 4, 64))}, {F32.format((2, 2, 64, 64))},"
                         " strides=1, padding='SAME', dilations=10**9)",
     "padding, backprop_filter": f"nd.conv2d_backprop_filter({F32.format((1, 1, 1, 1))}, "
                                 f"[1, 1, 1, 1], {F32.format((1, 3, 3, 1))}, strides=10**6, "
@@ -313,6 +314,22 @@ def test_huge_request_fails_fast_with_value_error(what):
 @pytest.mark.parametrize("what", list(HUGE_GEOMETRY))
 def test_huge_geometry_fails_fast(what):
     _fail_fast(HUGE_GEOMETRY[what])
+
+
+@pytest.mark.parametrize("channels", [1, 8])  # the row-wise and the depthwise kernel
+def test_huge_geometry_of_few_channels_returns_promptly(channels):
+    # these kernels read the input unpadded: no copy, and the few taps inside it are found
+    out = check_child(run_child(
+        "import numpy as np, numbadeconv as nd\n"
+        f"x, w = np.ones((1, 4, 4, {channels}), np.float32), np.full((2, 2, 1, {channels}), 2, "
+        "np.float32)\n"
+        "y = nd.conv2d(x[:, :1, :1], w[:1, :1], strides=10**6, "
+        "padding=[[0, 0], [10**6, 10**6], [10**6, 10**6], [0, 0]])\n"
+        "print(y.shape, float(y.sum()), float(y[0, 1, 1, 0]))\n"
+        "y = nd.conv2d(x, w, strides=1, padding='SAME', dilations=10**9)\n"
+        "print(y.shape, float(np.abs(y).sum()))\n", timeout=60))
+    assert f"(1, 3, 3, {channels}) {2.0 * channels} 2.0" in out, out
+    assert f"(1, 4, 4, {channels}) 0.0" in out, out
 
 
 def test_huge_transpose_stride_returns_promptly():

@@ -18,8 +18,9 @@ The same jobs and phase table as :mod:`numbadeconv._kernels.correlate` (read its
   four output rows per pass from six source rows, so that each source and weight element
   loaded serves several outputs.
 - A source column stride ``ssw > 1`` makes a row's pixels non-contiguous: the source rows that a
-  row needs are first split into ``ssw`` column phases (pixel ``p`` to phase ``p % ssw``,
-  position ``p // ssw``), so that every tap again reads a contiguous run.
+  row needs are first split into column phases (pixel ``p`` to phase ``p % ssw``, position
+  ``p // ssw``; only the phases that its taps read), so that every tap again reads a contiguous
+  run.
 
 The loops index flat arrays with unsigned offsets: Numba then emits no negative-index
 wraparound, and LLVM vectorises them (with signed offsets it does not; with array views it
@@ -209,6 +210,7 @@ def _rows_3x3(a, a_off, n_rows, b, x, xo, c_off, w, wo, wj, row_step, first, end
 
     Row ``h``'s tap ``(t, u)`` reads ``x[xo[h, 3t+u] + i]``, a row offset plus ``c_off[u]``.
     Four rows: their source rows are six consecutive rows ``row_step`` apart; two rows: any.
+    (A block of two consecutive-row outputs takes the two-row form too.)
     """
     tile = b.shape[0]
     c_min = min(c_off[0], c_off[1], c_off[2])
@@ -239,12 +241,15 @@ def _rows_3x3(a, a_off, n_rows, b, x, xo, c_off, w, wo, wj, row_step, first, end
 
 
 @kernel(internal=True)
-def _split_row(split, so, split_len, srow, ssw, n_ch):
-    """Pixel ``p`` of ``srow`` (``[W*n_ch]``) to ``split[so + (p % ssw)*split_len + p // ssw]``."""
+def _split_row(split, so, split_len, srow, ssw, n_ch, phases):
+    """Column phase ``phases[k]`` of ``srow`` (``[W*n_ch]``) to ``split[so + k*split_len:]``.
+
+    Pixel ``i*ssw + phases[k]`` goes to position ``i``.
+    """
     width = srow.shape[0] // n_ch
-    for k in range(ssw):
-        for i in range((width - k + ssw - 1) // ssw):
-            o = np.uint64((i * ssw + k) * n_ch)
+    for k in range(phases.shape[0]):
+        for i in range((width - phases[k] + ssw - 1) // ssw):
+            o = np.uint64((i * ssw + phases[k]) * n_ch)
             d = np.uint64(so + k * split_len + i * n_ch)
             for c in range(np.uint64(n_ch)):
                 split[d + c] = srow[o + c]
@@ -268,12 +273,6 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         row_len = nq * n_ch
         acc = np.empty(0 if direct else 4 * mult * row_len, dst.dtype)
         a = d_flat if direct else acc
-        # split source rows: source row r in slot r % n_slots (the rows of two output rows never
-        # collide)
-        n_slots = toffs[th + nt - 1] - toffs[th] + 1 + ssh if ssw > 1 else 0
-        split = np.empty(n_slots * ssw * split_len, dst.dtype)
-        held = np.full(n_slots, -1, np.int64)  # the source row each slot holds
-        x = src[n].reshape(-1) if ssw == 1 else split
         # column taps: the split phase and the pixel shift they read, their valid pixels [lo, hi)
         c_phase = np.empty(nu, np.int64)
         c_shift = np.empty(nu, np.int64)
@@ -289,10 +288,33 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             qa = max(qa, q_lo[u])
             qb = min(qb, q_hi[u])
         qb = max(qa, qb)
-        # column taps' offsets within a row, and the smallest of them
+        # split source rows: only the column phases that some tap reads, ``phase_of[u]`` the
+        # index of tap u's among them; row r of the rows of two output rows is in slot
+        # r % n_slots when they span few rows (so that rows shared with the next output row are
+        # kept), else tap row t of output row h in slot h*nt + t
+        used = np.empty(nu, np.int64)
+        phase_of = np.empty(nu, np.int64)
+        n_used = 0
+        for u in range(nu):
+            phase_of[u] = -1
+            for k in range(n_used):
+                if used[k] == c_phase[u]:
+                    phase_of[u] = k
+            if phase_of[u] < 0:
+                used[n_used] = c_phase[u]
+                phase_of[u] = n_used
+                n_used += 1
+        row_span = toffs[th + nt - 1] - toffs[th] + 1 + ssh
+        by_row = row_span <= 2 * nt
+        n_slots = 0 if ssw == 1 else (row_span if by_row else 2 * nt)
+        slot_len = n_used * split_len
+        split = np.empty(n_slots * slot_len, dst.dtype)
+        held = np.full(n_slots, -1, np.int64)  # the source row each slot holds
+        x = src[n].reshape(-1) if ssw == 1 else split
+        # column taps' offsets within a (split) row
         c_off = np.empty(nu, np.int64)
         for u in range(nu):
-            c_off[u] = c_shift[u] * n_ch + (c_phase[u] * split_len if ssw > 1 else 0)
+            c_off[u] = c_shift[u] * n_ch + (phase_of[u] * split_len if ssw > 1 else 0)
         # several rows at a time for a 3x3 window: four when their source rows are consecutive
         # (stride 1, no dilation), else two
         three = nt == 3 and nu == 3
@@ -303,10 +325,14 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         a_off = np.empty(4, np.int64)
         m = m_lo
         while m < m_hi:
-            r_first = m * ssh + toffs[th] - top
-            r_last = (m + block - 1) * ssh + toffs[th + nt - 1] - top
-            n_rows = (block if three and m + block <= m_hi and r_first >= 0 and r_last < height
-                      else 1)
+            # as many rows as the block allows whose taps all read inside src (else one)
+            n_rows = 1
+            if three and m * ssh + toffs[th] - top >= 0:
+                for rows in (block, 2):
+                    if (m + rows <= m_hi
+                            and (m + rows - 1) * ssh + toffs[th + nt - 1] - top < height):
+                        n_rows = rows
+                        break
             n_taps = 0
             for h in range(n_rows):
                 n_taps = 0
@@ -314,11 +340,12 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     r = (m + h) * ssh + toffs[th + t] - top
                     if r < 0 or r >= height:
                         continue
-                    slot = r % n_slots if ssw > 1 else 0
+                    slot = 0 if ssw == 1 else (r % n_slots if by_row else h * nt + t)
                     if ssw > 1 and held[slot] != r:
-                        _split_row(split, slot * ssw * split_len, split_len, src[n, r], ssw, n_ch)
+                        _split_row(split, slot * slot_len, split_len, src[n, r], ssw, n_ch,
+                                   used[:n_used])
                         held[slot] = r
-                    row = r * width * n_ch if ssw == 1 else slot * ssw * split_len
+                    row = r * width * n_ch if ssw == 1 else slot * slot_len
                     for u in range(nu):
                         xo[h, n_taps] = row + c_off[u]
                         wo[n_taps] = ws + (t * nu + u) * tile
