@@ -20,11 +20,14 @@ import numpy as np
 from numba import types
 
 from . import _args, _jit
-from ._kernels import correlate, depthwise
+from ._kernels import correlate, depthwise, pad
 from ._kernels import filter_grad as _filter_grad
 
 #: Below this many multiply-adds a call runs serially: a parallel launch costs microseconds.
 PARALLEL_MIN_MACS = 200_000
+
+#: Padded copies of fewer elements than this are made serially.
+PARALLEL_MIN_COPY = 100_000
 
 #: The tiled kernel pays off when a pixel's reduction span (taps x input channels) is this long.
 TILED_MIN_SPAN = 16
@@ -59,6 +62,7 @@ _CORRELATE = {
                          ("rowwise", correlate))
 }
 _FILTER_GRAD = {False: _filter_grad.filter_grad_serial, True: _filter_grad.filter_grad_parallel}
+_PAD = {False: pad.pad_serial, True: pad.pad_parallel}
 
 
 def _threads_for(threads: int | None, macs: int) -> int:
@@ -84,10 +88,11 @@ def _launch(kernels, threads: int, n_jobs: int, *args) -> None:
         kernels[False](*args, 0, n_jobs)
 
 
-def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None) -> np.ndarray:
+def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int) -> np.ndarray:
     """``a`` ``[N, H, W, C]`` placed at (top, left) in a zero ``[N, height, width, C]`` frame.
 
     The result has its last two axes merged; ``frame`` None means ``a`` itself (no padding).
+    The copy runs on ``threads`` threads.
     """
     n, h, w, c = a.shape
     if frame is None:
@@ -95,11 +100,10 @@ def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None) -> np.ndarra
     top, left, height, width = frame
     _args.check_output_bytes("the zero-padded copy of the input that this padding, dilation and "
                              "stride need", (n, height, width, c), a.itemsize)
-    out = np.zeros((n, height, width, c), a.dtype)
-    rows = max(0, min(h, height - top))
-    cols = max(0, min(w, width - left))
-    out[:, top:top + rows, left:left + cols] = a[:, :rows, :cols]
-    return out.reshape(n, height, width * c)
+    out = np.empty((n, height, width * c), a.dtype)
+    _launch(_PAD, threads if n * height * width * c >= PARALLEL_MIN_COPY else 1, n * height,
+            a.reshape(n, h, w * c), out, top, left * c)
+    return out
 
 
 def _frame(shape, top: int, left: int, height: int, width: int):
@@ -357,7 +361,7 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
     if plan.kind == "depthwise":
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
     _launch(_CORRELATE[plan.kind], threads, plan.out_shape[0] * meta[6] * len(plan.phases),
-            _padded(src, plan.frame), weights, dst, plan.phases, plan.toffs, meta, bias)
+            _padded(src, plan.frame, threads), weights, dst, plan.phases, plan.toffs, meta, bias)
     return dst
 
 
@@ -421,7 +425,8 @@ def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.n
     part = np.empty((plan.slabs, *plan.out_shape), x.dtype)
     fh, fw, cig, _ = plan.out_shape
     n_jobs = plan.slabs * fh * fw * plan.meta[5] * -(-cig // _filter_grad.BLOCK)
-    _launch(_FILTER_GRAD, plan.threads, n_jobs, _padded(x, plan.frame), dy, part, plan.meta)
+    _launch(_FILTER_GRAD, plan.threads, n_jobs, _padded(x, plan.frame, plan.threads), dy, part,
+            plan.meta)
     return part[0] if plan.slabs == 1 else part.sum(axis=0)
 
 
@@ -484,8 +489,9 @@ def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
         correlate_args = (types.Array(f, 3, "C"), types.Array(f, 1, "C"), types.Array(f, 4, "C"),
                           types.Array(i64, 2, "C"), ints, ints, types.Array(f, 1, "C"))
         grad_args = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"), ints)
+        pad_args = (types.Array(f, 3, "C"), types.Array(f, 3, "C"), i64, i64)
         for kernels, args in [*((k, correlate_args) for k in _CORRELATE.values()),
-                              (_FILTER_GRAD, grad_args)]:
+                              (_FILTER_GRAD, grad_args), (_PAD, pad_args)]:
             kernels[False].compile((*args, i64, i64))
             kernels[True].compile(args)
         timings[dtype.name] = time.perf_counter() - start
