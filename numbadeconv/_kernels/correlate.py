@@ -250,11 +250,26 @@ def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                         pixel[g * cog + co] = acc[co]
 
 
+@kernel(internal=True)
+def _axpy(acc, a0, count, x, x0, step, v):
+    """``acc[a0 + q] += x[x0 + q*step] * v`` for ``q < count`` (unsigned offsets: see _dot4x3)."""
+    a0 = np.uint64(a0)
+    x0 = np.uint64(x0)
+    if step == 1:
+        for q in range(np.uint64(count)):
+            acc[a0 + q] += x[x0 + q] * v
+    else:
+        stride = np.uint64(step)
+        for q in range(np.uint64(count)):
+            acc[a0 + q] += x[x0 + q * stride] * v
+
+
 @kernel()
 def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     top, left = meta[11], meta[12]  # src is not padded: taps outside it are skipped
     height = src.shape[1]
     width = src.shape[2] // meta[0]
+    x = src.reshape(src.shape[0], -1)
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
@@ -263,6 +278,7 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         col0 = phases[p, C0]
         step = ssw * n_ch
         acc = np.empty(nq, dst.dtype)
+        xn = x[n]
         for m in range(m_lo, m_hi):
             out_row = dst[n, phases[p, R0] + m * rs]
             for g in range(groups):
@@ -273,21 +289,17 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                         r = m * ssh + toffs[th + t] - top
                         if r < 0 or r >= height:
                             continue
-                        srow = src[n, r]
                         for u in range(nu):
                             off = toffs[tw + u] - left  # source column of pixel q: q*ssw + off
                             q_lo = min(nq, max(0, -(off // ssw)))
                             q_hi = max(q_lo, min(nq, (width - 1 - off) // ssw + 1))
                             if q_lo == q_hi:
                                 continue
-                            o = (q_lo * ssw + off) * n_ch + g * cig
+                            o = (r * width + q_lo * ssw + off) * n_ch + g * cig
                             wb = ws + ((g * nt + t) * nu + u) * cig * cog + co
                             for ci in range(cig):
-                                wv = weights[wb + ci * cog]
-                                xs = srow[o + ci:o + ci + (q_hi - q_lo - 1) * step + 1:step]
-                                a = acc[q_lo:q_hi]
-                                for q in range(q_hi - q_lo):
-                                    a[q] += xs[q] * wv
+                                _axpy(acc, q_lo, q_hi - q_lo, xn, o + ci, step,
+                                      weights[wb + ci * cog])
                     for q in range(nq):
                         out_row[col0 + q * cs, g * cog + co] = acc[q]
 
