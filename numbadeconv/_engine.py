@@ -20,7 +20,7 @@ import numpy as np
 from numba import types
 
 from . import _args, _jit
-from ._kernels import correlate, depthwise, pad
+from ._kernels import correlate, depthwise, outer, pad
 from ._kernels import filter_grad as _filter_grad
 
 #: Below this many multiply-adds a call runs serially: a parallel launch costs microseconds.
@@ -31,6 +31,14 @@ PARALLEL_MIN_COPY = 100_000
 
 #: The tiled kernel pays off when a pixel's reduction span (taps x input channels) is this long.
 TILED_MIN_SPAN = 16
+
+#: The outer-product kernel computes output channels in blocks of 16: it is chosen when at
+#: least this fraction of a group's blocks are real channels ...
+OUTER_MIN_FILL = 0.6
+
+#: ... and, where the tiled kernel could read the filters in place, the call does at least this
+#: many multiply-adds per filter element (the outer kernel packs the filters on every call).
+OUTER_MIN_MACS_PER_WEIGHT = 2048
 
 #: The tiled kernel reads the filters in place (no packing) when their input-channel runs are
 #: contiguous and at least this long.
@@ -58,8 +66,8 @@ WEIGHT_BLOCK_BYTES = 256 * 1024
 
 _CORRELATE = {
     kind: {False: getattr(module, f"{kind}_serial"), True: getattr(module, f"{kind}_parallel")}
-    for kind, module in (("tiled", correlate), ("vector", correlate), ("depthwise", depthwise),
-                         ("rowwise", correlate))
+    for kind, module in (("outer", outer), ("tiled", correlate), ("vector", correlate),
+                         ("depthwise", depthwise), ("rowwise", correlate))
 }
 _FILTER_GRAD = {False: _filter_grad.filter_grad_serial, True: _filter_grad.filter_grad_parallel}
 _PAD = {False: pad.pad_serial, True: pad.pad_parallel}
@@ -132,12 +140,19 @@ class CorrelationPlan:
     max_rows: int  # rows per job that keep its source rows within ROW_BLOCK_BYTES
 
 
-def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int]) -> str:
+def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs_per_weight: float,
+                   in_place: bool) -> str:
     if cig * cog * groups <= ROWWISE_MAX_CHANNELS:
         return "rowwise"
     if cig == 1 and groups > 1:
         return "depthwise"
-    return "tiled" if min(spans) >= TILED_MIN_SPAN else "vector"
+    if min(spans) < TILED_MIN_SPAN:
+        return "vector"
+    blocks = -(-cog // outer.BLOCK)
+    if (cog / (blocks * outer.BLOCK) >= OUTER_MIN_FILL
+            and (macs_per_weight >= OUTER_MIN_MACS_PER_WEIGHT or not in_place)):
+        return "outer"
+    return "tiled"
 
 
 def _pack(kind: str, w5: np.ndarray, tile: int) -> np.ndarray:
@@ -173,24 +188,28 @@ def _in_place_strides(taps: list[np.ndarray]) -> tuple[int, int] | None:
 
 
 def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_of, src_stride,
-                      dst_stride, macs) -> CorrelationPlan:
+                      dst_stride, macs, n_weights) -> CorrelationPlan:
     """The plan of the correlation whose phases are all pairs of ``rows`` x ``cols``.
 
     A 1-D phase is ``(first, count, offsets, taps)``: ``first`` the first output index, ``count``
     the number of outputs, ``offsets`` the source offsets of its taps (ascending) and ``taps``
     their kernel indices. ``w5_of(taps_h, taps_w)`` gives, for a phase, the positions in the flat
-    filters of its weights ``[T, U, cig, G, cog]``.
+    filters of its weights ``[T, U, cig, G, cog]``; ``n_weights`` is the filters' size (a weight
+    index equal to it reads a zero).
     """
     cig = n_ch // groups
     cog = out_shape[3] // groups
     taps = [[w5_of(r[3], c[3]) for c in cols] for r in rows]
     in_place = (_in_place_strides([i5 for row in taps for i5 in row])
                 if cig >= IN_PLACE_MIN_SPAN else None)
-    merged = [in_place is None and groups == 1 and bool(np.all(np.diff(c[2]) == 1))
-              for c in cols]
-    spans = [len(c[2]) * cig if mg else cig for c, mg in zip(cols, merged, strict=True)
-             if len(c[2])]
-    kind = _choose_kernel(cig, cog, groups, spans or [cig])
+    adjacent = [bool(np.all(np.diff(c[2]) == 1)) for c in cols]
+    spans = [len(c[2]) * cig if groups == 1 and adj else cig
+             for c, adj in zip(cols, adjacent, strict=True) if len(c[2])]
+    kind = _choose_kernel(cig, cog, groups, spans or [cig], macs / max(1, n_weights),
+                          in_place is not None)
+    if kind == "outer":
+        in_place = None
+    merged = [in_place is None and groups == 1 and adj for adj in adjacent]
 
     # toffs: source row offsets of every row phase, then source column offsets of every column
     # phase, then (tiled kernel) the offset of every phase's every tap in the weights.
@@ -201,16 +220,25 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     weight_index = None
     tile = n_ch * max(1, min(max(c[1] for c in cols), DEPTHWISE_TILE // n_ch))
     w_co = w_g = 0
-    if kind == "tiled":
+    if kind in ("tiled", "outer"):
         flat_taps = [i5 for row in taps for i5 in row]
         n_taps = sum(i5.shape[0] * i5.shape[1] for i5 in flat_taps)
-        if in_place:
+        stacked = np.concatenate([i5.reshape(-1, cig, groups, cog) for i5 in flat_taps])
+        tap_size = cig  # weights of one tap (per output channel or block)
+        if kind == "outer":  # packed [G, blocks, all taps, cig, BLOCK]; n_weights: a zero
+            blocks = -(-cog // outer.BLOCK)
+            stacked = np.concatenate(
+                [stacked, np.full((n_taps, cig, groups, blocks * outer.BLOCK - cog), n_weights)],
+                axis=3)
+            weight_index = stacked.reshape(n_taps, cig, groups, blocks, outer.BLOCK).transpose(
+                2, 3, 0, 1, 4).ravel()
+            tap_size = cig * outer.BLOCK
+            w_co, w_g = n_taps * tap_size, blocks * n_taps * tap_size
+        elif in_place:
             w_co, w_g = in_place
         else:  # packed [G, cog, all taps, cig]
             w_co, w_g = n_taps * cig, cog * n_taps * cig
-            weight_index = np.concatenate(
-                [i5.reshape(-1, cig, groups, cog) for i5 in flat_taps]
-            ).transpose(2, 3, 0, 1).ravel()
+            weight_index = stacked.transpose(2, 3, 0, 1).ravel()
         tap = 0
         for a, r in enumerate(rows):
             for b, c in enumerate(cols):
@@ -220,7 +248,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
                 if in_place:
                     toffs += i5[:, :, 0, 0, 0].ravel().tolist()
                 else:
-                    toffs += [(tap + k) * cig for k in range(i5.shape[0] * i5.shape[1])]
+                    toffs += [(tap + k) * tap_size for k in range(i5.shape[0] * i5.shape[1])]
                 tap += i5.shape[0] * i5.shape[1]
     else:
         packed, w_start = [], tile if kind == "depthwise" else 0  # depthwise: a zero tile first
@@ -275,7 +303,7 @@ def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups) -> Corr
     src_width = x_shape[2] if frame is None else frame[3]
     return _correlation_plan(out_shape, c, src_width, groups, frame, rows, cols,
                              lambda _th, _tw: w5,
-                             stride, (1, 1), n * oh * ow * n_out * fh * fw * cig)
+                             stride, (1, 1), n * oh * ow * n_out * fh * fw * cig, w5.size)
 
 
 def _transpose_phases(size, kernel, stride, dilation, pad_before, n_src):
@@ -327,7 +355,7 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> 
     w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
     return _correlation_plan(out_shape, n_out, left + ow + right, groups, frame, rows, cols,
                              lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1),
-                             stride, n * oh * ow * n_out * fh * fw * cig)
+                             stride, n * oh * ow * n_out * fh * fw * cig, w5.size)
 
 
 @functools.lru_cache(maxsize=512)
@@ -357,7 +385,12 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         return dst
     threads = _threads_for(threads, plan.macs)
     meta = _blocked_meta(plan, threads)
-    weights = w.ravel() if plan.weight_index is None else w.ravel()[plan.weight_index]
+    if plan.weight_index is None:
+        weights = w.ravel()
+    elif plan.kind == "outer":  # its index reads a zero past the filters
+        weights = np.concatenate((w.ravel(), np.zeros(1, w.dtype)))[plan.weight_index]
+    else:
+        weights = w.ravel()[plan.weight_index]
     if plan.kind == "depthwise":
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
     _launch(_CORRELATE[plan.kind], threads, plan.out_shape[0] * meta[6] * len(plan.phases),

@@ -40,18 +40,15 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 CACHE_ENABLED = os.environ.get("NUMBADECONV_DISABLE_CACHE", "").strip() in ("", "0")
 
 
-def kernel(*, parallel: bool = False, internal: bool = False, inline: bool = False) -> Callable:
+def kernel(*, parallel: bool = False, internal: bool = False) -> Callable:
     """Compile a loops-only function with the project's Numba options.
 
     Lazy compilation, ``cache=True`` where a cache location is writable (falling back to an
     in-memory compile, with a DEBUG log record, where it is not). ``internal`` functions are
-    called from other kernels only: they get no Python wrapper (less to compile). ``inline``
-    ones are inlined into their callers by Numba (for helpers that return array views: a call
-    that returns a view costs far more than the slicing itself).
+    called from other kernels only: they get no Python wrapper (less to compile).
     """
     options = dict(nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
-                   no_cpython_wrapper=internal, no_cfunc_wrapper=internal,
-                   inline="always" if inline else "never")
+                   no_cpython_wrapper=internal, no_cfunc_wrapper=internal)
 
     def decorate(func: Callable) -> Callable:
         if CACHE_ENABLED:

@@ -1,7 +1,8 @@
 """Every kernel path of the engine, serial and parallel, against the naive reference.
 
-The engine picks a kernel from the channel counts (tiled with filters read in place or packed,
-vector, depthwise, row-wise, or a plain fill when no tap reaches the output) and runs small calls
+The engine picks a kernel from the channel counts (outer products with packed filters, tiled with
+filters read in place or packed, vector, depthwise, row-wise, or a plain fill when no tap reaches
+the output) and runs small calls
 serially; these cases force each path and the parallel entry points.
 """
 
@@ -25,6 +26,8 @@ CASES = {
     "tiled, explicit asymmetric": ((1, 16, 16, 70), (4, 4, 70, 65), 2,
                                    [[0, 0], [1, 2], [2, 0], [0, 0]], 1),
     "tiled, grouped in place": ((1, 17, 17, 130), (7, 7, 65, 128), 3, "SAME", 1),
+    "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),
+    "outer, grouped, strided": ((1, 13, 14, 48), (3, 3, 16, 60), 2, "SAME", 1),
     "vector": ((2, 9, 9, 3), (3, 3, 3, 20), 2, "SAME", 1),
     "depthwise": ((2, 9, 9, 12), (3, 3, 1, 12), 1, "SAME", 1),
     "depthwise multiplier": ((2, 9, 9, 6), (3, 3, 1, 18), 2, "SAME", 2),
@@ -65,6 +68,26 @@ def test_every_op_matches_reference(name, mode):
         rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
+                                  "tiled, explicit asymmetric"])
+def test_float32_matches_reference(name, mode):
+    # float64 above; the outer-product kernel's float32 tiles are 6 pixels wide, not 3
+    x_shape, w_shape, stride, padding, dilation = CASES[name]
+    rng = np.random.default_rng(len(name))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    y = nd.conv2d(x, w, stride, padding, dilations=dilation, threads=threads)
+    np.testing.assert_allclose(y, reference_conv2d(x, w, stride, padding, dilations=dilation),
+                               rtol=1e-4, atol=1e-4)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = nd.conv2d_transpose(dy, w, x_shape, stride, padding, dilations=dilation,
+                             threads=threads)
+    np.testing.assert_allclose(
+        dx, reference_conv2d_transpose(dy, w, x_shape, stride, padding, dilations=dilation),
+        rtol=1e-4, atol=1e-4)
+
+
 def test_cases_cover_every_kernel():
     kinds = set()
     for x_shape, w_shape, stride, padding, dilation in CASES.values():
@@ -82,8 +105,8 @@ def test_cases_cover_every_kernel():
                                     (stride,) * 2, (dilation,) * 2, (pt, pl), groups),
         ):
             kinds.add((plan.kind, plan.weight_index is None))
-    assert {("tiled", True), ("tiled", False), ("vector", False), ("depthwise", False),
-            ("rowwise", False)} <= kinds
+    assert {("outer", False), ("tiled", True), ("tiled", False), ("vector", False),
+            ("depthwise", False), ("rowwise", False)} <= kinds
 
 
 # The depthwise kernel's own paths: four rows at a time (3x3, stride 1), two rows (3x3 with a

@@ -126,25 +126,14 @@ def _two_rows_3x3(a, a0, a1, b, x, r00, r01, r02, r10, r11, r12, c0, c1, c2, w, 
                             x[r12 + c0 + i] * v6 + x[r12 + c1 + i] * v7 + x[r12 + c2 + i] * v8)
 
 
-@kernel(internal=True, inline=True)
-def _x_slot(xo, k, n_taps, s):
-    """Source offset of slot ``k`` of a group: tap ``k``'s, or the last tap's past the end."""
-    return np.uint64(xo[min(k, n_taps - 1)] + s)
-
-
-@kernel(internal=True, inline=True)
-def _w_slot(wo, wj, k, n_taps):
-    """Weight offset of slot ``k`` of a group: tap ``k``'s, or the zero tile past the end."""
-    return np.uint64(wo[k] + wj if k < n_taps else 0)
-
-
 @kernel(internal=True)
-def _interior(a, ao, b, x, xo, w, wo, wj, n_taps, first, end):
+def _interior(a, ao, b, x, xo, w, wo, wj, n_taps, first, end, xs, ws):
     """``a[ao + i] = b[i % L] + sum_k x[xo[k] + i] * w[wo[k] + wj + i % L]``, ``first <= i < end``.
 
     ``L = len(b)``; ``first`` is a multiple of the channel count (the tiles' period), and every
     tap is in bounds over the range. The taps go 9, then 3, then 1 at a time; the slots of a
     group past the last tap read the last tap's source and multiply it by ``w[0:L]``, zeros.
+    ``xs`` and ``ws`` (uint64, 9 each) hold a group's offsets.
     """
     tile = b.shape[0]
     for s in range(first, end, tile):
@@ -153,29 +142,18 @@ def _interior(a, ao, b, x, xo, w, wo, wj, n_taps, first, end):
         _fill(a, out, b, e)
         k = 0
         while k < n_taps:
-            if n_taps - k >= 7:
-                _add9(a, out, x,
-                      _x_slot(xo, k, n_taps, s), _x_slot(xo, k + 1, n_taps, s),
-                      _x_slot(xo, k + 2, n_taps, s), _x_slot(xo, k + 3, n_taps, s),
-                      _x_slot(xo, k + 4, n_taps, s), _x_slot(xo, k + 5, n_taps, s),
-                      _x_slot(xo, k + 6, n_taps, s), _x_slot(xo, k + 7, n_taps, s),
-                      _x_slot(xo, k + 8, n_taps, s), w,
-                      _w_slot(wo, wj, k, n_taps), _w_slot(wo, wj, k + 1, n_taps),
-                      _w_slot(wo, wj, k + 2, n_taps), _w_slot(wo, wj, k + 3, n_taps),
-                      _w_slot(wo, wj, k + 4, n_taps), _w_slot(wo, wj, k + 5, n_taps),
-                      _w_slot(wo, wj, k + 6, n_taps), _w_slot(wo, wj, k + 7, n_taps),
-                      _w_slot(wo, wj, k + 8, n_taps), e)
-                k += 9
-            elif n_taps - k >= 2:
-                _add3(a, out, x,
-                      _x_slot(xo, k, n_taps, s), _x_slot(xo, k + 1, n_taps, s),
-                      _x_slot(xo, k + 2, n_taps, s), w,
-                      _w_slot(wo, wj, k, n_taps), _w_slot(wo, wj, k + 1, n_taps),
-                      _w_slot(wo, wj, k + 2, n_taps), e)
-                k += 3
+            size = 9 if n_taps - k >= 7 else (3 if n_taps - k >= 2 else 1)
+            for slot in range(size):
+                xs[slot] = xo[min(k + slot, n_taps - 1)] + s
+                ws[slot] = wo[k + slot] + wj if k + slot < n_taps else 0
+            if size == 9:
+                _add9(a, out, x, xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7], xs[8],
+                      w, ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7], ws[8], e)
+            elif size == 3:
+                _add3(a, out, x, xs[0], xs[1], xs[2], w, ws[0], ws[1], ws[2], e)
             else:
-                _add1(a, out, x, _x_slot(xo, k, n_taps, s), w, _w_slot(wo, wj, k, n_taps), e)
-                k += 1
+                _add1(a, out, x, xs[0], w, ws[0], e)
+            k += size
 
 
 @kernel(internal=True)
@@ -323,6 +301,8 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         xo = np.empty((4, nt * nu), np.int64)
         wo = np.empty(nt * nu, np.int64)
         a_off = np.empty(4, np.int64)
+        slot_x = np.empty(9, np.uint64)  # scratch for _interior
+        slot_w = np.empty(9, np.uint64)
         m = m_lo
         while m < m_hi:
             # as many rows as the block allows whose taps all read inside src (else one)
@@ -361,7 +341,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                               qa * n_ch, qb * n_ch)
                 else:
                     _interior(a, a_off[0], b[j], x, xo[0], w, wo, w_j, n_taps, qa * n_ch,
-                              qb * n_ch)
+                              qb * n_ch, slot_x, slot_w)
                 for h in range(n_rows):
                     _edge(a, a_off[h], n_ch, b[j], x, xo[h], w, wo, w_j, n_taps, q_lo, q_hi, 0,
                           qa)

@@ -14,8 +14,10 @@ from .._jit import kernel
 
 @kernel()
 def pad_serial(a, out, top, left, first, last):
-    """Rows ``first`` to ``last`` of ``out`` (row ``j`` is row ``j % height`` of image
-    ``j // height``); ``left`` counts elements (pixels times channels)."""
+    """Rows ``first`` to ``last`` of ``out``; ``left`` counts elements (pixels x channels).
+
+    Row ``j`` is row ``j % height`` of image ``j // height``.
+    """
     n_ch_w = a.shape[2]  # W*C
     height = a.shape[1]
     row_len = out.shape[2]

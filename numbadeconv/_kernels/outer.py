@@ -1,0 +1,152 @@
+"""The channel-rich correlation kernel: register-blocked outer products in explicit SIMD vectors.
+
+The same jobs, phase table and tap runs as the ``tiled`` kernel of
+:mod:`numbadeconv._kernels.correlate` (read its docstring), with packed weights
+``[G, n_blocks, all taps, cig, B]``: for each tap and input channel, ``B = 16`` consecutive
+output channels (zero past ``cog``). The toffs entries from a phase's WS column on are its taps'
+offsets within a block (``tap * cig * B``), ``meta[8]`` and ``meta[9]`` the block and group
+strides.
+
+A tile is P pixels x 16 output channels held in vector registers (float32: 6 pixels x 2 vectors
+of 8; float64: 3 pixels x 4 vectors of 4: 12 accumulators of the 16 AVX2 registers either way).
+For each input element of a run the tile does one broadcast per pixel and one fused multiply-add
+per accumulator; the accumulators stay in registers across the whole run and no horizontal sum
+is needed. LLVM does not find this schedule from scalar code (it vectorises the reduction loop
+instead), so :func:`_outer_run` writes it in LLVM IR.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .._jit import kernel
+from .correlate import C0, MERGED, R0, _job
+
+#: Output channels per block (two float32 or four float64 vectors).
+BLOCK = 16
+
+
+def _pixels(dtype) -> int:
+    """Pixels per tile: 12 accumulator vectors of 8 float32 or 4 float64."""
+    return 6 if dtype == types.float32 else 3
+
+
+@intrinsic
+def _outer_run(typingctx, acc, x, xo, w, wo, span):
+    """``acc[p*16 + c] += sum_{k < span} x[xo[p] + k] * w[wo + k*16 + c]`` for the tile's pixels.
+
+    ``acc`` holds the tile (loaded into registers first, stored back last), ``xo`` (int64) the
+    pixels' offsets in ``x``; all offsets are in bounds.
+    """
+    sig = types.void(acc, x, xo, w, wo, span)
+
+    def codegen(context, builder, signature, args):
+        acc_a, x_a, xo_a, w_a, wo_v, span_v = args
+        dtype = signature.args[0].dtype
+        scalar = context.get_value_type(dtype)
+        lanes = 8 if dtype == types.float32 else 4
+        n_vec = BLOCK // lanes
+        n_pix = _pixels(dtype)
+        vec = ir.VectorType(scalar, lanes)
+        vec_ptr = vec.as_pointer()
+        i64 = ir.IntType(64)
+
+        def data(value, ty):
+            return cgutils.create_struct_proxy(ty)(context, builder, value=value).data
+
+        acc_p = data(acc_a, signature.args[0])
+        x_p = data(x_a, signature.args[1])
+        xo_p = data(xo_a, signature.args[2])
+        w_p = builder.gep(data(w_a, signature.args[3]), [wo_v])
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+            f"llvm.fma.v{lanes}{'f32' if dtype == types.float32 else 'f64'}")
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        undef = ir.Constant(vec, ir.Undefined)
+        # accumulators live in allocas, which LLVM promotes to registers
+        slots = []
+        for i in range(n_pix * n_vec):
+            slot = cgutils.alloca_once(builder, vec)
+            at = builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, lanes * i)]), vec_ptr)
+            builder.store(builder.load(at, align=1), slot)
+            slots.append(slot)
+        rows = [builder.gep(x_p, [builder.load(builder.gep(xo_p, [ir.Constant(i64, j)]))])
+                for j in range(n_pix)]
+        with cgutils.for_range(builder, span_v) as loop:
+            k = loop.index
+            w_k = builder.gep(w_p, [builder.mul(k, ir.Constant(i64, BLOCK))])
+            w_vecs = [builder.load(builder.bitcast(
+                builder.gep(w_k, [ir.Constant(i64, lanes * v)]), vec_ptr), align=1)
+                for v in range(n_vec)]
+            for j in range(n_pix):
+                s = builder.load(builder.gep(rows[j], [k]))
+                b = builder.shuffle_vector(
+                    builder.insert_element(undef, s, ir.Constant(ir.IntType(32), 0)), undef,
+                    splat)
+                for v in range(n_vec):
+                    slot = slots[j * n_vec + v]
+                    builder.store(builder.call(fma, [b, w_vecs[v], builder.load(slot)]), slot)
+        for i in range(n_pix * n_vec):
+            at = builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, lanes * i)]), vec_ptr)
+            builder.store(builder.load(slots[i]), at, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@kernel()
+def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
+    flat = src.reshape(-1)
+    n_pix = 6 if dst.itemsize == 4 else 3
+    acc = np.empty(n_pix * BLOCK, dst.dtype)
+    xo = np.empty(n_pix, np.int64)
+    base = np.empty(n_pix, np.int64)
+    for job in range(first, last):
+        n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+        w_block, w_group = meta[8], meta[9]
+        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
+        cig = n_ch // groups
+        cog = dst.shape[3] // groups
+        if phases[p, MERGED]:
+            n_runs = 1
+            span = nu * cig
+        else:
+            n_runs = nu
+            span = cig
+        col0 = phases[p, C0]
+        # every tap (run): its source offset from a pixel's first element, its weight offset
+        n_taps = nt * n_runs
+        tap_x = np.empty(n_taps, np.int64)
+        tap_w = np.empty(n_taps, np.int64)
+        for t in range(nt):
+            for r in range(n_runs):
+                tap_x[t * n_runs + r] = toffs[th + t] * src.shape[2] + toffs[tw + r] * n_ch
+                tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
+        for g in range(groups):
+            for cb in range(0, cog, BLOCK):
+                w0 = g * w_group + cb // BLOCK * w_block
+                n_c = min(BLOCK, cog - cb)
+                for m in range(m_lo, m_hi):
+                    out_row = dst[n, phases[p, R0] + m * rs]
+                    row = (n * src.shape[1] + m * ssh) * src.shape[2] + g * cig
+                    for q0 in range(0, nq, n_pix):
+                        for j in range(n_pix):
+                            base[j] = row + min(q0 + j, nq - 1) * ssw * n_ch
+                            for c in range(BLOCK):
+                                acc[j * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
+                        for k in range(n_taps):
+                            for j in range(n_pix):
+                                xo[j] = base[j] + tap_x[k]
+                            _outer_run(acc, flat, xo, weights, w0 + tap_w[k], span)
+                        for j in range(min(n_pix, nq - q0)):
+                            pixel = out_row[col0 + (q0 + j) * cs]
+                            for c in range(n_c):
+                                pixel[g * cog + cb + c] = acc[j * BLOCK + c]
+
+
+@kernel(parallel=True)
+def outer_parallel(src, weights, dst, phases, toffs, meta, bias):
+    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
+        outer_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
