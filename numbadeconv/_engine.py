@@ -20,13 +20,13 @@ import numpy as np
 from numba import types
 
 from . import _args, _jit
-from ._kernels import correlate, depthwise, outer, pad
+from ._kernels import copies, correlate, depthwise, outer
 from ._kernels import filter_grad as _filter_grad
 
 #: Below this many multiply-adds a call runs serially: a parallel launch costs microseconds.
 PARALLEL_MIN_MACS = 200_000
 
-#: Padded copies of fewer elements than this are made serially.
+#: Padded copies and packed filters of fewer elements than this are made serially.
 PARALLEL_MIN_COPY = 100_000
 
 #: The tiled kernel pays off when a pixel's reduction span (taps x input channels) is this long.
@@ -38,7 +38,7 @@ OUTER_MIN_FILL = 0.6
 
 #: ... and, where the tiled kernel could read the filters in place, the call does at least this
 #: many multiply-adds per filter element (the outer kernel packs the filters on every call).
-OUTER_MIN_MACS_PER_WEIGHT = 2048
+OUTER_MIN_MACS_PER_WEIGHT = 64
 
 #: The tiled kernel reads the filters in place (no packing) when their input-channel runs are
 #: contiguous and at least this long.
@@ -47,9 +47,10 @@ IN_PLACE_MIN_SPAN = 64
 #: At most this many channels in all (in x out per group, times groups) use the row-wise kernel.
 ROWWISE_MAX_CHANNELS = 4
 
-#: A job computes a block of output rows whose source rows take about this many bytes (so that they
-#: stay in the L2 cache while every output channel is computed from them) ...
-ROW_BLOCK_BYTES = 256 * 1024
+#: A job computes a block of output rows whose source rows take about this many bytes (about an L2
+#: cache: they are read once per block of output channels, the channels' weights once per job;
+#: 1 MiB measured best against 256 KiB and 2 MiB) ...
+ROW_BLOCK_BYTES = 1024 * 1024
 
 #: ... unless that leaves fewer than this many jobs per thread.
 JOBS_PER_THREAD = 4
@@ -70,7 +71,8 @@ _CORRELATE = {
                          ("depthwise", depthwise), ("rowwise", correlate))
 }
 _FILTER_GRAD = {False: _filter_grad.filter_grad_serial, True: _filter_grad.filter_grad_parallel}
-_PAD = {False: pad.pad_serial, True: pad.pad_parallel}
+_PAD = {False: copies.pad_serial, True: copies.pad_parallel}
+_PACK = {False: copies.pack_serial, True: copies.pack_parallel}
 
 
 def _threads_for(threads: int | None, macs: int) -> int:
@@ -136,12 +138,13 @@ class CorrelationPlan:
     toffs: np.ndarray
     meta: np.ndarray  # with n_blocks and rows still 0: see _blocked_meta
     weight_index: np.ndarray | None  # weights = filters.ravel()[weight_index]; None: in place
+    pack: tuple[np.ndarray, np.ndarray] | None  # outer kernel: (bases, meta) of copies.pack
     macs: int
     max_rows: int  # rows per job that keep its source rows within ROW_BLOCK_BYTES
 
 
 def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs_per_weight: float,
-                   in_place: bool) -> str:
+                   in_place: bool, affine: bool) -> str:
     if cig * cog * groups <= ROWWISE_MAX_CHANNELS:
         return "rowwise"
     if cig == 1 and groups > 1:
@@ -149,7 +152,7 @@ def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs_per_w
     if min(spans) < TILED_MIN_SPAN:
         return "vector"
     blocks = -(-cog // outer.BLOCK)
-    if (cog / (blocks * outer.BLOCK) >= OUTER_MIN_FILL
+    if (affine and cog / (blocks * outer.BLOCK) >= OUTER_MIN_FILL
             and (macs_per_weight >= OUTER_MIN_MACS_PER_WEIGHT or not in_place)):
         return "outer"
     return "tiled"
@@ -163,27 +166,27 @@ def _pack(kind: str, w5: np.ndarray, tile: int) -> np.ndarray:
     return w5.transpose(3, 0, 1, 2, 4).ravel()  # vector, rowwise: [G, T, U, cig, cog]
 
 
-def _in_place_strides(taps: list[np.ndarray]) -> tuple[int, int] | None:
-    """(co stride, group stride) if the filters can be read in place by the tiled kernel.
+def _affine_strides(taps: list[np.ndarray]) -> tuple[int, int, int] | None:
+    """(input channel, group, output channel) strides of the filters, if every tap shares them.
 
-    ``taps`` are the phases' index arrays ``[T, U, cig, G, cog]`` into the flat filters; in place
-    works when every tap's input channels are contiguous and the channel and group strides are
-    the same for all taps (the transpose's ``[fh, fw, out, in]`` filters are so).
+    ``taps`` are the phases' index arrays ``[T, U, cig, G, cog]`` into the flat filters: then the
+    weight of a tap is at its first index plus ``ci*s_ci + g*s_g + co*s_co``. The tiled kernel
+    reads the filters in place when ``s_ci == 1`` (a transpose's ``[fh, fw, out, in]``); the
+    outer-product kernel packs them with these strides.
     """
     strides = None
     for i5 in taps:
         if i5.size == 0:
             continue
-        base = i5[:, :, :1, :1, :1]
+        first = i5[0, 0, 0, 0, 0]
+        found = tuple(int(i5[(0, 0, *(int(a == b) for b in range(3)))] - first)
+                      if i5.shape[2 + a] > 1 else 0 for a in range(3))
         ci, g, co = (np.arange(n).reshape(shape) for n, shape in zip(  # noqa: B905
             i5.shape[2:], ((-1, 1, 1), (1, -1, 1), (1, 1, -1))))
-        s_co = int(i5[0, 0, 0, 0, 1] - i5[0, 0, 0, 0, 0]) if i5.shape[4] > 1 else 0
-        s_g = int(i5[0, 0, 0, 1, 0] - i5[0, 0, 0, 0, 0]) if i5.shape[3] > 1 else 0
-        if not np.array_equal(i5, base + ci + g * s_g + co * s_co):
+        expected = i5[:, :, :1, :1, :1] + ci * found[0] + g * found[1] + co * found[2]
+        if not np.array_equal(i5, expected) or strides not in (None, found):
             return None
-        if strides not in (None, (s_co, s_g)):
-            return None
-        strides = (s_co, s_g)
+        strides = found
     return strides
 
 
@@ -200,13 +203,15 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     cig = n_ch // groups
     cog = out_shape[3] // groups
     taps = [[w5_of(r[3], c[3]) for c in cols] for r in rows]
-    in_place = (_in_place_strides([i5 for row in taps for i5 in row])
-                if cig >= IN_PLACE_MIN_SPAN else None)
+    flat_taps = [i5 for row in taps for i5 in row]
+    strides = _affine_strides(flat_taps)
+    in_place = (strides[2], strides[1]) if (strides and strides[0] == 1
+                                            and cig >= IN_PLACE_MIN_SPAN) else None
     adjacent = [bool(np.all(np.diff(c[2]) == 1)) for c in cols]
     spans = [len(c[2]) * cig if groups == 1 and adj else cig
              for c, adj in zip(cols, adjacent, strict=True) if len(c[2])]
     kind = _choose_kernel(cig, cog, groups, spans or [cig], macs / max(1, n_weights),
-                          in_place is not None)
+                          in_place is not None, strides is not None)
     if kind == "outer":
         in_place = None
     merged = [in_place is None and groups == 1 and adj for adj in adjacent]
@@ -220,25 +225,23 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     weight_index = None
     tile = n_ch * max(1, min(max(c[1] for c in cols), DEPTHWISE_TILE // n_ch))
     w_co = w_g = 0
+    pack = None
     if kind in ("tiled", "outer"):
-        flat_taps = [i5 for row in taps for i5 in row]
         n_taps = sum(i5.shape[0] * i5.shape[1] for i5 in flat_taps)
-        stacked = np.concatenate([i5.reshape(-1, cig, groups, cog) for i5 in flat_taps])
         tap_size = cig  # weights of one tap (per output channel or block)
-        if kind == "outer":  # packed [G, blocks, all taps, cig, BLOCK]; n_weights: a zero
+        if kind == "outer":  # packed [G, blocks, all taps, cig, BLOCK] by copies.pack
             blocks = -(-cog // outer.BLOCK)
-            stacked = np.concatenate(
-                [stacked, np.full((n_taps, cig, groups, blocks * outer.BLOCK - cog), n_weights)],
-                axis=3)
-            weight_index = stacked.reshape(n_taps, cig, groups, blocks, outer.BLOCK).transpose(
-                2, 3, 0, 1, 4).ravel()
+            bases = np.concatenate([i5[:, :, 0, 0, 0].ravel() for i5 in flat_taps])
+            pack = (bases.astype(np.int64),
+                    np.array((cig, cog, groups, blocks, outer.BLOCK, *strides), np.int64))
             tap_size = cig * outer.BLOCK
             w_co, w_g = n_taps * tap_size, blocks * n_taps * tap_size
         elif in_place:
             w_co, w_g = in_place
         else:  # packed [G, cog, all taps, cig]
             w_co, w_g = n_taps * cig, cog * n_taps * cig
-            weight_index = stacked.transpose(2, 3, 0, 1).ravel()
+            weight_index = np.concatenate([i5.reshape(-1, cig, groups, cog) for i5 in flat_taps]
+                                          ).transpose(2, 3, 0, 1).ravel()
         tap = 0
         for a, r in enumerate(rows):
             for b, c in enumerate(cols):
@@ -275,6 +278,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
         toffs=np.array(toffs, np.int64),
         meta=np.array(meta, np.int64),
         weight_index=None if weight_index is None else weight_index.astype(np.intp),
+        pack=pack,
         macs=macs,
         max_rows=max(1, ROW_BLOCK_BYTES // max(1, src_row_bytes)),
     )
@@ -283,7 +287,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
 def _fill_plan(out_shape) -> CorrelationPlan:
     """A plan for a result that no tap reaches: all bias (or zeros)."""
     empty = np.empty(0, np.int64)
-    return CorrelationPlan("fill", out_shape, None, empty, empty, empty, None, 0, 1)
+    return CorrelationPlan("fill", out_shape, None, empty, empty, empty, None, None, 0, 1)
 
 
 @functools.lru_cache(maxsize=256)
@@ -385,10 +389,15 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         return dst
     threads = _threads_for(threads, plan.macs)
     meta = _blocked_meta(plan, threads)
-    if plan.weight_index is None:
+    if plan.pack is not None:
+        bases, pack_meta = plan.pack
+        cig, _, groups, blocks, width = pack_meta[:5]
+        n_jobs = groups * blocks * len(bases)
+        weights = np.empty(n_jobs * cig * width, w.dtype)
+        _launch(_PACK, threads if weights.size >= PARALLEL_MIN_COPY else 1, n_jobs, w.ravel(),
+                bases, pack_meta, weights)
+    elif plan.weight_index is None:
         weights = w.ravel()
-    elif plan.kind == "outer":  # its index reads a zero past the filters
-        weights = np.concatenate((w.ravel(), np.zeros(1, w.dtype)))[plan.weight_index]
     else:
         weights = w.ravel()[plan.weight_index]
     if plan.kind == "depthwise":
@@ -523,8 +532,9 @@ def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
                           types.Array(i64, 2, "C"), ints, ints, types.Array(f, 1, "C"))
         grad_args = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"), ints)
         pad_args = (types.Array(f, 3, "C"), types.Array(f, 3, "C"), i64, i64)
+        pack_args = (types.Array(f, 1, "C"), ints, ints, types.Array(f, 1, "C"))
         for kernels, args in [*((k, correlate_args) for k in _CORRELATE.values()),
-                              (_FILTER_GRAD, grad_args), (_PAD, pad_args)]:
+                              (_FILTER_GRAD, grad_args), (_PAD, pad_args), (_PACK, pack_args)]:
             kernels[False].compile((*args, i64, i64))
             kernels[True].compile(args)
         timings[dtype.name] = time.perf_counter() - start

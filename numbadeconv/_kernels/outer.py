@@ -124,26 +124,30 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             for r in range(n_runs):
                 tap_x[t * n_runs + r] = toffs[th + t] * src.shape[2] + toffs[tw + r] * n_ch
                 tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
+        # the job's pixels (rows m_lo to m_hi, nq each) in tiles of n_pix, across rows
+        n_pixels = (m_hi - m_lo) * nq
         for g in range(groups):
             for cb in range(0, cog, BLOCK):
                 w0 = g * w_group + cb // BLOCK * w_block
                 n_c = min(BLOCK, cog - cb)
-                for m in range(m_lo, m_hi):
-                    out_row = dst[n, phases[p, R0] + m * rs]
-                    row = (n * src.shape[1] + m * ssh) * src.shape[2] + g * cig
-                    for q0 in range(0, nq, n_pix):
+                for p0 in range(0, n_pixels, n_pix):
+                    for j in range(n_pix):
+                        m = m_lo + min(p0 + j, n_pixels - 1) // nq
+                        q = min(p0 + j, n_pixels - 1) % nq
+                        base[j] = ((n * src.shape[1] + m * ssh) * src.shape[2] + g * cig
+                                   + q * ssw * n_ch)
+                        for c in range(BLOCK):
+                            acc[j * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
+                    for k in range(n_taps):
                         for j in range(n_pix):
-                            base[j] = row + min(q0 + j, nq - 1) * ssw * n_ch
-                            for c in range(BLOCK):
-                                acc[j * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
-                        for k in range(n_taps):
-                            for j in range(n_pix):
-                                xo[j] = base[j] + tap_x[k]
-                            _outer_run(acc, flat, xo, weights, w0 + tap_w[k], span)
-                        for j in range(min(n_pix, nq - q0)):
-                            pixel = out_row[col0 + (q0 + j) * cs]
-                            for c in range(n_c):
-                                pixel[g * cog + cb + c] = acc[j * BLOCK + c]
+                            xo[j] = base[j] + tap_x[k]
+                        _outer_run(acc, flat, xo, weights, w0 + tap_w[k], span)
+                    for j in range(min(n_pix, n_pixels - p0)):
+                        m = m_lo + (p0 + j) // nq
+                        q = (p0 + j) % nq
+                        pixel = dst[n, phases[p, R0] + m * rs, col0 + q * cs]
+                        for c in range(n_c):
+                            pixel[g * cog + cb + c] = acc[j * BLOCK + c]
 
 
 @kernel(parallel=True)
