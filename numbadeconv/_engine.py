@@ -29,6 +29,9 @@ PARALLEL_MIN_MACS = 200_000
 #: Padded copies and packed filters of fewer elements than this are made serially.
 PARALLEL_MIN_COPY = 100_000
 
+#: The outer-product kernel's jobs cover at least this many pixels (grouping images) when they can.
+OUTER_JOB_PIXELS = 256
+
 #: The tiled kernel pays off when a pixel's reduction span (taps x input channels) is this long.
 TILED_MIN_SPAN = 16
 
@@ -268,7 +271,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
         top_left = (0, 0) if frame is None else frame[:2]
         frame = None
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
-            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile)
+            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1)
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,
@@ -364,18 +367,40 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> 
 
 @functools.lru_cache(maxsize=512)
 def _blocked_meta(plan: CorrelationPlan, threads: int) -> np.ndarray:
-    """``plan.meta`` with the row blocking for ``threads`` filled in."""
+    """``plan.meta`` with the job blocking for ``threads`` filled in."""
     m_max = int(plan.phases[:, correlate.M].max())
+    n_images, n_phases = plan.out_shape[0], len(plan.phases)
+    wanted = JOBS_PER_THREAD * threads if threads > 1 else 1
     rows = min(plan.max_rows, m_max)
-    if threads > 1:
-        row_jobs = plan.out_shape[0] * len(plan.phases) * m_max
-        rows = max(1, min(rows, row_jobs // (JOBS_PER_THREAD * threads)))
+    images = 1
+    blocks = int(plan.meta[5]) * -(-plan.out_shape[3] // int(plan.meta[5]) // outer.BLOCK)
+    chunk = blocks
+    if plan.kind == "outer":
+        # enough pixels per job for the weights of a channel block, loaded once, to pay off;
+        # then split the channel blocks, if that leaves too few jobs
+        q_max = int(plan.phases[:, correlate.Q].max())
+        images = min(n_images, -(-OUTER_JOB_PIXELS // (rows * q_max)))
+        jobs = -(-n_images // images) * -(-m_max // rows) * n_phases
+        chunk = -(-blocks // min(blocks, max(1, -(-wanted // jobs))))
+    elif threads > 1:
+        rows = max(1, min(rows, n_images * n_phases * m_max // wanted))
     if plan.kind == "depthwise" and rows > 4:
         rows -= rows % 4  # it computes up to four rows per pass
     meta = plan.meta.copy()
     meta[6] = -(-m_max // rows)
     meta[7] = rows
+    meta[14] = images
+    meta[15] = chunk
     return meta
+
+
+def _n_jobs(plan: CorrelationPlan, meta: np.ndarray) -> int:
+    """The jobs of ``plan`` under the blocking ``meta`` (see :func:`_blocked_meta`)."""
+    jobs = -(-plan.out_shape[0] // int(meta[14])) * int(meta[6]) * len(plan.phases)
+    if plan.kind == "outer":
+        blocks = int(plan.meta[5]) * -(-plan.out_shape[3] // int(plan.meta[5]) // outer.BLOCK)
+        jobs *= -(-blocks // int(meta[15]))
+    return jobs
 
 
 def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
@@ -402,7 +427,7 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         weights = w.ravel()[plan.weight_index]
     if plan.kind == "depthwise":
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
-    _launch(_CORRELATE[plan.kind], threads, plan.out_shape[0] * meta[6] * len(plan.phases),
+    _launch(_CORRELATE[plan.kind], threads, _n_jobs(plan, meta),
             _padded(src, plan.frame, threads), weights, dst, plan.phases, plan.toffs, meta, bias)
     return dst
 

@@ -1,11 +1,13 @@
 """The channel-rich correlation kernel: register-blocked outer products in explicit SIMD vectors.
 
-The same jobs, phase table and tap runs as the ``tiled`` kernel of
+The same phase table and tap runs as the ``tiled`` kernel of
 :mod:`numbadeconv._kernels.correlate` (read its docstring), with packed weights
 ``[G, n_blocks, all taps, cig, B]``: for each tap and input channel, ``B = 16`` consecutive
 output channels (zero past ``cog``). The toffs entries from a phase's WS column on are its taps'
 offsets within a block (``tap * cig * B``), ``meta[8]`` and ``meta[9]`` the block and group
-strides.
+strides. A job is a block of rows of one phase, for ``meta[14]`` images and ``meta[15]``
+channel blocks: images are grouped so that the weights of a block, loaded into cache once,
+serve enough pixels, and channel blocks are split when that leaves too few jobs.
 
 A tile is P pixels x 16 output channels held in vector registers (float32: 6 pixels x 2 vectors
 of 8; float64: 3 pixels x 4 vectors of 4: 12 accumulators of the 16 AVX2 registers either way).
@@ -22,7 +24,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._jit import kernel
-from .correlate import C0, MERGED, R0, _job
+from .correlate import C0, MERGED, R0, TH, TW, WS, M, Q, T, U
 
 #: Output channels per block (two float32 or four float64 vectors).
 BLOCK = 16
@@ -96,6 +98,26 @@ def _outer_run(typingctx, acc, x, xo, w, wo, span):
     return sig, codegen
 
 
+@kernel(internal=True)
+def _outer_job(phases, meta, blocks, n_images, job):
+    """Job ``job``: (first image, end image, phase, first row, end row, first and end block).
+
+    Phase innermost, then row block, then block chunk, then image chunk; ``meta[14]`` images
+    and ``meta[15]`` blocks (of all groups' ``blocks``) per job.
+    """
+    n_phases = phases.shape[0]
+    n_row_blocks = meta[6]
+    n_chunks = -(-blocks // meta[15])
+    p = job % n_phases
+    rest = job // n_phases
+    m_lo = rest % n_row_blocks * meta[7]
+    rest //= n_row_blocks
+    b_lo = rest % n_chunks * meta[15]
+    n_lo = rest // n_chunks * meta[14]
+    return (n_lo, min(n_lo + meta[14], n_images), p, m_lo, min(m_lo + meta[7], phases[p, M]),
+            b_lo, min(b_lo + meta[15], blocks))
+
+
 @kernel()
 def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     flat = src.reshape(-1)
@@ -103,19 +125,22 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     acc = np.empty(n_pix * BLOCK, dst.dtype)
     xo = np.empty(n_pix, np.int64)
     base = np.empty(n_pix, np.int64)
+    n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+    w_block, w_group = meta[8], meta[9]
+    cig = n_ch // groups
+    cog = dst.shape[3] // groups
+    blocks = -(-cog // BLOCK)  # per group
     for job in range(first, last):
-        n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
-        w_block, w_group = meta[8], meta[9]
-        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
-        cig = n_ch // groups
-        cog = dst.shape[3] // groups
+        n_lo, n_hi, p, m_lo, m_hi, b_lo, b_hi = _outer_job(phases, meta, groups * blocks,
+                                                             dst.shape[0], job)
+        nq, nt, nu, th, tw, ws = (phases[p, Q], phases[p, T], phases[p, U], phases[p, TH],
+                                  phases[p, TW], phases[p, WS])
         if phases[p, MERGED]:
             n_runs = 1
             span = nu * cig
         else:
             n_runs = nu
             span = cig
-        col0 = phases[p, C0]
         # every tap (run): its source offset from a pixel's first element, its weight offset
         n_taps = nt * n_runs
         tap_x = np.empty(n_taps, np.int64)
@@ -124,33 +149,40 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             for r in range(n_runs):
                 tap_x[t * n_runs + r] = toffs[th + t] * src.shape[2] + toffs[tw + r] * n_ch
                 tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
-        # the job's pixels (rows m_lo to m_hi, nq each) in tiles of n_pix, across rows
-        n_pixels = (m_hi - m_lo) * nq
-        for g in range(groups):
-            for cb in range(0, cog, BLOCK):
-                w0 = g * w_group + cb // BLOCK * w_block
-                n_c = min(BLOCK, cog - cb)
-                for p0 in range(0, n_pixels, n_pix):
+        # the job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in tiles of n_pix
+        per_image = (m_hi - m_lo) * nq
+        n_pixels = (n_hi - n_lo) * per_image
+        for gb in range(b_lo, b_hi):
+            g = gb // blocks
+            cb = gb % blocks * BLOCK
+            w0 = g * w_group + gb % blocks * w_block
+            n_c = min(BLOCK, cog - cb)
+            for p0 in range(0, n_pixels, n_pix):
+                for j in range(n_pix):
+                    i = min(p0 + j, n_pixels - 1)
+                    n = n_lo + i // per_image
+                    m = m_lo + i % per_image // nq
+                    base[j] = ((n * src.shape[1] + m * ssh) * src.shape[2] + g * cig
+                               + i % nq * ssw * n_ch)
+                    for c in range(BLOCK):
+                        acc[j * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
+                for k in range(n_taps):
                     for j in range(n_pix):
-                        m = m_lo + min(p0 + j, n_pixels - 1) // nq
-                        q = min(p0 + j, n_pixels - 1) % nq
-                        base[j] = ((n * src.shape[1] + m * ssh) * src.shape[2] + g * cig
-                                   + q * ssw * n_ch)
-                        for c in range(BLOCK):
-                            acc[j * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
-                    for k in range(n_taps):
-                        for j in range(n_pix):
-                            xo[j] = base[j] + tap_x[k]
-                        _outer_run(acc, flat, xo, weights, w0 + tap_w[k], span)
-                    for j in range(min(n_pix, n_pixels - p0)):
-                        m = m_lo + (p0 + j) // nq
-                        q = (p0 + j) % nq
-                        pixel = dst[n, phases[p, R0] + m * rs, col0 + q * cs]
-                        for c in range(n_c):
-                            pixel[g * cog + cb + c] = acc[j * BLOCK + c]
+                        xo[j] = base[j] + tap_x[k]
+                    _outer_run(acc, flat, xo, weights, w0 + tap_w[k], span)
+                for j in range(min(n_pix, n_pixels - p0)):
+                    i = p0 + j
+                    pixel = dst[n_lo + i // per_image,
+                                phases[p, R0] + (m_lo + i % per_image // nq) * rs,
+                                phases[p, C0] + i % nq * cs]
+                    for c in range(n_c):
+                        pixel[g * cog + cb + c] = acc[j * BLOCK + c]
 
 
 @kernel(parallel=True)
 def outer_parallel(src, weights, dst, phases, toffs, meta, bias):
-    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
+    blocks = meta[5] * -(-(dst.shape[3] // meta[5]) // BLOCK)
+    n_jobs = (-(-dst.shape[0] // meta[14]) * meta[6] * phases.shape[0]
+              * -(-blocks // meta[15]))
+    for j in prange(n_jobs):
         outer_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
