@@ -29,7 +29,9 @@ PARALLEL_MIN_MACS = 200_000
 #: Padded copies and packed filters of fewer elements than this are made serially.
 PARALLEL_MIN_COPY = 100_000
 
-#: The outer-product kernel's jobs cover at least this many pixels (grouping images) when they can.
+#: The outer-product kernel's jobs cover about this many pixels (rows, and images when rows are
+#: few): each chunk of a channel block's weights serves them all from L1, and their source runs
+#: for one chunk stay in L2.
 OUTER_JOB_PIXELS = 256
 
 #: The tiled kernel pays off when a pixel's reduction span (taps x input channels) is this long.
@@ -376,9 +378,10 @@ def _blocked_meta(plan: CorrelationPlan, threads: int) -> np.ndarray:
     blocks = int(plan.meta[5]) * -(-plan.out_shape[3] // int(plan.meta[5]) // outer.BLOCK)
     chunk = blocks
     if plan.kind == "outer":
-        # enough pixels per job for the weights of a channel block, loaded once, to pay off;
-        # then split the channel blocks, if that leaves too few jobs
+        # about OUTER_JOB_PIXELS pixels per job (rows, then images), then split the channel
+        # blocks if that leaves too few jobs
         q_max = int(plan.phases[:, correlate.Q].max())
+        rows = min(m_max, max(1, OUTER_JOB_PIXELS // q_max))
         images = min(n_images, -(-OUTER_JOB_PIXELS // (rows * q_max)))
         jobs = -(-n_images // images) * -(-m_max // rows) * n_phases
         chunk = -(-blocks // min(blocks, max(1, -(-wanted // jobs))))

@@ -29,6 +29,9 @@ from .correlate import C0, MERGED, R0, TH, TW, WS, M, Q, T, U
 #: Output channels per block (two float32 or four float64 vectors).
 BLOCK = 16
 
+#: Input elements per pass over a job's tiles: the weights of a pass (CHUNK x BLOCK) fit L1.
+CHUNK = 256
+
 
 def _pixels(dtype) -> int:
     """Pixels per tile: 12 accumulator vectors of 8 float32 or 4 float64."""
@@ -36,16 +39,17 @@ def _pixels(dtype) -> int:
 
 
 @intrinsic
-def _outer_run(typingctx, acc, x, xo, w, wo, span):
-    """``acc[p*16 + c] += sum_{k < span} x[xo[p] + k] * w[wo + k*16 + c]`` for the tile's pixels.
+def _outer_run(typingctx, acc, ao, x, xo, xs, w, wo, span):
+    """``acc[ao + p*16 + c] += sum_{k < span} x[xo[xs + p] + k] * w[wo + k*16 + c]``.
 
-    ``acc`` holds the tile (loaded into registers first, stored back last), ``xo`` (int64) the
-    pixels' offsets in ``x``; all offsets are in bounds.
+    For the tile's pixels ``p``: ``acc[ao:]`` holds the tile (loaded into registers first,
+    stored back last), ``xo[xs:]`` (int64) the pixels' offsets in ``x``; all offsets are in
+    bounds.
     """
-    sig = types.void(acc, x, xo, w, wo, span)
+    sig = types.void(acc, ao, x, xo, xs, w, wo, span)
 
     def codegen(context, builder, signature, args):
-        acc_a, x_a, xo_a, w_a, wo_v, span_v = args
+        acc_a, ao_v, x_a, xo_a, xs_v, w_a, wo_v, span_v = args
         dtype = signature.args[0].dtype
         scalar = context.get_value_type(dtype)
         lanes = 8 if dtype == types.float32 else 4
@@ -58,10 +62,10 @@ def _outer_run(typingctx, acc, x, xo, w, wo, span):
         def data(value, ty):
             return cgutils.create_struct_proxy(ty)(context, builder, value=value).data
 
-        acc_p = data(acc_a, signature.args[0])
-        x_p = data(x_a, signature.args[1])
-        xo_p = data(xo_a, signature.args[2])
-        w_p = builder.gep(data(w_a, signature.args[3]), [wo_v])
+        acc_p = builder.gep(data(acc_a, signature.args[0]), [ao_v])
+        x_p = data(x_a, signature.args[2])
+        xo_p = builder.gep(data(xo_a, signature.args[3]), [xs_v])
+        w_p = builder.gep(data(w_a, signature.args[5]), [wo_v])
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vec, [vec, vec, vec]),
             f"llvm.fma.v{lanes}{'f32' if dtype == types.float32 else 'f64'}")
@@ -122,9 +126,7 @@ def _outer_job(phases, meta, blocks, n_images, job):
 def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     flat = src.reshape(-1)
     n_pix = 6 if dst.itemsize == 4 else 3
-    acc = np.empty(n_pix * BLOCK, dst.dtype)
-    xo = np.empty(n_pix, np.int64)
-    base = np.empty(n_pix, np.int64)
+    tile = n_pix * BLOCK
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     w_block, w_group = meta[8], meta[9]
     cig = n_ch // groups
@@ -150,33 +152,39 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                 tap_x[t * n_runs + r] = toffs[th + t] * src.shape[2] + toffs[tw + r] * n_ch
                 tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
         # the job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in tiles of n_pix
+        # (the last tile repeats the last pixel); base: each pixel's source offset
         per_image = (m_hi - m_lo) * nq
         n_pixels = (n_hi - n_lo) * per_image
+        n_tiles = -(-n_pixels // n_pix)
+        base = np.empty(n_tiles * n_pix, np.int64)
+        for i in range(n_tiles * n_pix):
+            k = min(i, n_pixels - 1)
+            base[i] = ((n_lo + k // per_image) * src.shape[1] + (m_lo + k % per_image // nq)
+                       * ssh) * src.shape[2] + k % nq * ssw * n_ch
+        xo = np.empty(n_tiles * n_pix, np.int64)
+        acc = np.empty(n_tiles * tile, dst.dtype)
         for gb in range(b_lo, b_hi):
             g = gb // blocks
             cb = gb % blocks * BLOCK
             w0 = g * w_group + gb % blocks * w_block
             n_c = min(BLOCK, cog - cb)
-            for p0 in range(0, n_pixels, n_pix):
-                for j in range(n_pix):
-                    i = min(p0 + j, n_pixels - 1)
-                    n = n_lo + i // per_image
-                    m = m_lo + i % per_image // nq
-                    base[j] = ((n * src.shape[1] + m * ssh) * src.shape[2] + g * cig
-                               + i % nq * ssw * n_ch)
-                    for c in range(BLOCK):
-                        acc[j * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
-                for k in range(n_taps):
-                    for j in range(n_pix):
-                        xo[j] = base[j] + tap_x[k]
-                    _outer_run(acc, flat, xo, weights, w0 + tap_w[k], span)
-                for j in range(min(n_pix, n_pixels - p0)):
-                    i = p0 + j
-                    pixel = dst[n_lo + i // per_image,
-                                phases[p, R0] + (m_lo + i % per_image // nq) * rs,
-                                phases[p, C0] + i % nq * cs]
-                    for c in range(n_c):
-                        pixel[g * cog + cb + c] = acc[j * BLOCK + c]
+            for i in range(n_tiles * n_pix):
+                for c in range(BLOCK):
+                    acc[i * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
+            # a chunk of a run's weights (CHUNK x BLOCK) stays in L1 while every tile uses it
+            for k in range(n_taps):
+                for c0 in range(0, span, CHUNK):
+                    for i in range(n_tiles * n_pix):
+                        xo[i] = base[i] + g * cig + tap_x[k] + c0
+                    for t_i in range(n_tiles):
+                        _outer_run(acc, t_i * tile, flat, xo, t_i * n_pix, weights,
+                                   w0 + tap_w[k] + c0 * BLOCK, min(CHUNK, span - c0))
+            for i in range(n_pixels):
+                pixel = dst[n_lo + i // per_image,
+                            phases[p, R0] + (m_lo + i % per_image // nq) * rs,
+                            phases[p, C0] + i % nq * cs]
+                for c in range(n_c):
+                    pixel[g * cog + cb + c] = acc[i * BLOCK + c]
 
 
 @kernel(parallel=True)
