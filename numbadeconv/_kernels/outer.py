@@ -17,6 +17,7 @@ is needed. LLVM does not find this schedule from scalar code (it vectorises the 
 instead), so :func:`_outer_run` writes it in LLVM IR.
 """
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
@@ -31,6 +32,10 @@ BLOCK = 16
 
 #: Input elements per pass over a job's tiles: the weights of a pass (CHUNK x BLOCK) fit L1.
 CHUNK = 256
+
+#: Numba's bounds checking does not reach the vector loads and stores of :func:`_outer_run`;
+#: under ``NUMBA_BOUNDSCHECK=1`` every run is checked before it starts instead.
+CHECK_BOUNDS = bool(numba.config.BOUNDSCHECK)
 
 
 def _pixels(dtype) -> int:
@@ -100,6 +105,17 @@ def _outer_run(typingctx, acc, ao, x, xo, xs, w, wo, span):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@kernel(internal=True)
+def _check_run(acc, ao, x, xo, xs, n_pix, w, wo, span):
+    """Raise IndexError unless every element that ``_outer_run`` would touch is in bounds."""
+    ok = 0 <= ao and ao + n_pix * BLOCK <= acc.shape[0] and 0 <= wo
+    ok = ok and wo + span * BLOCK <= w.shape[0] and xs + n_pix <= xo.shape[0]
+    for j in range(n_pix):
+        ok = ok and 0 <= xo[xs + j] and xo[xs + j] + span <= x.shape[0]
+    if not ok:
+        raise IndexError("outer-product kernel: a run would read or write out of bounds")
 
 
 @kernel(internal=True)
@@ -177,6 +193,9 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     for i in range(n_tiles * n_pix):
                         xo[i] = base[i] + g * cig + tap_x[k] + c0
                     for t_i in range(n_tiles):
+                        if CHECK_BOUNDS:
+                            _check_run(acc, t_i * tile, flat, xo, t_i * n_pix, n_pix, weights,
+                                       w0 + tap_w[k] + c0 * BLOCK, min(CHUNK, span - c0))
                         _outer_run(acc, t_i * tile, flat, xo, t_i * n_pix, weights,
                                    w0 + tap_w[k] + c0 * BLOCK, min(CHUNK, span - c0))
             for i in range(n_pixels):
