@@ -30,8 +30,9 @@ from .correlate import C0, MERGED, R0, TH, TW, WS, M, Q, T, U
 #: Output channels per block (two float32 or four float64 vectors).
 BLOCK = 16
 
-#: Input elements per pass over a job's tiles: the weights of a pass (CHUNK x BLOCK) fit L1.
-CHUNK = 256
+#: Bytes of weights (a chunk of input elements x BLOCK) per pass over a job's tiles: half of an
+#: L1 cache, the rest holds the tiles' source runs.
+CHUNK_BYTES = 16 * 1024
 
 #: Numba's bounds checking does not reach the vector loads and stores of :func:`_outer_run`;
 #: under ``NUMBA_BOUNDSCHECK=1`` every run is checked before it starts instead.
@@ -148,6 +149,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     cig = n_ch // groups
     cog = dst.shape[3] // groups
     blocks = -(-cog // BLOCK)  # per group
+    chunk = CHUNK_BYTES // (BLOCK * dst.itemsize)
     for job in range(first, last):
         n_lo, n_hi, p, m_lo, m_hi, b_lo, b_hi = _outer_job(phases, meta, groups * blocks,
                                                              dst.shape[0], job)
@@ -187,17 +189,17 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             for i in range(n_tiles * n_pix):
                 for c in range(BLOCK):
                     acc[i * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
-            # a chunk of a run's weights (CHUNK x BLOCK) stays in L1 while every tile uses it
+            # a chunk of a run's weights stays in L1 while every tile uses it
             for k in range(n_taps):
-                for c0 in range(0, span, CHUNK):
+                for c0 in range(0, span, chunk):
                     for i in range(n_tiles * n_pix):
                         xo[i] = base[i] + g * cig + tap_x[k] + c0
                     for t_i in range(n_tiles):
                         if CHECK_BOUNDS:
                             _check_run(acc, t_i * tile, flat, xo, t_i * n_pix, n_pix, weights,
-                                       w0 + tap_w[k] + c0 * BLOCK, min(CHUNK, span - c0))
+                                       w0 + tap_w[k] + c0 * BLOCK, min(chunk, span - c0))
                         _outer_run(acc, t_i * tile, flat, xo, t_i * n_pix, weights,
-                                   w0 + tap_w[k] + c0 * BLOCK, min(CHUNK, span - c0))
+                                   w0 + tap_w[k] + c0 * BLOCK, min(chunk, span - c0))
             for i in range(n_pixels):
                 pixel = dst[n_lo + i // per_image,
                             phases[p, R0] + (m_lo + i % per_image // nq) * rs,
