@@ -37,16 +37,21 @@ MAX_GEOMETRY = 2**31 - 1
 MAX_OUTPUT_BYTES = _physical_memory()
 
 
+#: Argument types that are their own key (``bool`` is not: ``True == 1``).
+_PLAIN = frozenset((int, str, type(None)))
+_INT = frozenset((int,))
+
+
 def _key(value):
     """A hashable, type-exact stand-in for a small argument; TypeError if there is none.
 
     Types are part of the key, so that ``True`` or ``2.0`` never hit the entry of ``1`` or ``2``.
     """
     kind = type(value)
-    if kind is int or kind is str or value is None:
+    if kind in _PLAIN:
         return value
     if kind is tuple or kind is list:
-        if all(type(v) is int for v in value):
+        if set(map(type, value)) <= _INT:
             return (kind, tuple(value))
         return (kind, tuple(map(_key, value)))
     if isinstance(value, (bool, np.integer, np.dtype)):
@@ -65,7 +70,7 @@ def memoised(func):
     @functools.wraps(func)
     def wrapper(*args):
         try:
-            key = tuple(map(_key, args))
+            key = tuple([a if type(a) in _PLAIN else _key(a) for a in args])
         except TypeError:
             return func(*args)
         try:

@@ -369,8 +369,8 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> 
 
 
 @functools.lru_cache(maxsize=512)
-def _blocked_meta(plan: CorrelationPlan, threads: int) -> np.ndarray:
-    """``plan.meta`` with the job blocking for ``threads`` filled in."""
+def _blocked_meta(plan: CorrelationPlan, threads: int) -> tuple[np.ndarray, int]:
+    """``plan.meta`` with the job blocking for ``threads`` filled in, and the number of jobs."""
     m_max = int(plan.phases[:, correlate.M].max())
     n_images, n_phases = plan.out_shape[0], len(plan.phases)
     wanted = JOBS_PER_THREAD * threads if threads > 1 else 1
@@ -395,16 +395,8 @@ def _blocked_meta(plan: CorrelationPlan, threads: int) -> np.ndarray:
     meta[7] = rows
     meta[14] = images
     meta[15] = chunk
-    return meta
-
-
-def _n_jobs(plan: CorrelationPlan, meta: np.ndarray) -> int:
-    """The jobs of ``plan`` under the blocking ``meta`` (see :func:`_blocked_meta`)."""
-    jobs = -(-plan.out_shape[0] // int(meta[14])) * int(meta[6]) * len(plan.phases)
-    if plan.kind == "outer":
-        blocks = int(plan.meta[5]) * -(-plan.out_shape[3] // int(plan.meta[5]) // outer.BLOCK)
-        jobs *= -(-blocks // int(meta[15]))
-    return jobs
+    jobs = -(-n_images // images) * int(meta[6]) * n_phases
+    return meta, jobs * -(-blocks // chunk) if plan.kind == "outer" else jobs
 
 
 def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
@@ -412,18 +404,18 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
     """Execute ``plan`` on ``src`` (NHWC) and filters ``w``; ``bias`` ``[C_out]`` or None."""
     dst = np.empty(plan.out_shape, src.dtype)
     if bias is None:
-        bias = np.zeros(plan.out_shape[3], src.dtype)
+        bias = _zeros(plan.out_shape[3], src.dtype)
     if plan.kind == "fill":
         dst[...] = bias
         return dst
     threads = _threads_for(threads, plan.macs)
-    meta = _blocked_meta(plan, threads)
+    meta, n_jobs = _blocked_meta(plan, threads)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
         cig, _, groups, blocks, width = pack_meta[:5]
-        n_jobs = groups * blocks * len(bases)
-        weights = np.empty(n_jobs * cig * width, w.dtype)
-        _launch(_PACK, threads if weights.size >= PARALLEL_MIN_COPY else 1, n_jobs, w.ravel(),
+        n_packs = groups * blocks * len(bases)
+        weights = np.empty(n_packs * cig * width, w.dtype)
+        _launch(_PACK, threads if weights.size >= PARALLEL_MIN_COPY else 1, n_packs, w.ravel(),
                 bases, pack_meta, weights)
     elif plan.weight_index is None:
         weights = w.ravel()
@@ -431,9 +423,15 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         weights = w.ravel()[plan.weight_index]
     if plan.kind == "depthwise":
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
-    _launch(_CORRELATE[plan.kind], threads, _n_jobs(plan, meta),
-            _padded(src, plan.frame, threads), weights, dst, plan.phases, plan.toffs, meta, bias)
+    _launch(_CORRELATE[plan.kind], threads, n_jobs, _padded(src, plan.frame, threads), weights,
+            dst, plan.phases, plan.toffs, meta, bias)
     return dst
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros(n: int, dtype: np.dtype) -> np.ndarray:
+    """A zero bias, shared between calls (the kernels never write their bias)."""
+    return np.zeros(n, dtype)
 
 
 def _depthwise_operands(weights, bias, channels, tile):

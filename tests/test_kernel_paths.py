@@ -129,6 +129,8 @@ DEPTHWISE = [
     ((1, 7, 120, 40), 3, 1, 1, 1, "SAME"),
     ((1, 9, 130, 36), 3, 1, 2, 1, "SAME"),
     ((1, 6, 110, 40), 5, 2, 1, 1, "VALID"),
+    # found by the fuzz: transpose phases with no row or no column taps (all bias)
+    ((1, 4, 2, 5), (2, 1), 1, 3, 3, [[0, 0], [1, 3], [1, 2], [0, 0]]),
 ]
 
 

@@ -363,13 +363,13 @@ import numpy as np, numbadeconv as nd
 from numbadeconv import _engine
 plan = _engine.plan_conv2d((1, 8, 8, 32), (3, 3, 32, 32), (1, 1), (1, 1), (1, 1), (8, 8), 1)
 assert plan.kind == "outer", plan.kind
-meta = _engine._blocked_meta(plan, 1)
+meta, n_jobs = _engine._blocked_meta(plan, 1)
 x = np.zeros((1, 10, 10 * 32), np.float32)
 weights = np.zeros(9 * 32 * 32 - 16, np.float32)
 try:
     _engine._CORRELATE["outer"][False](x, weights, np.empty((1, 8, 8, 32), np.float32),
                                        plan.phases, plan.toffs, meta,
-                                       np.zeros(32, np.float32), 0, _engine._n_jobs(plan, meta))
+                                       np.zeros(32, np.float32), 0, n_jobs)
 except IndexError as exc:
     print("IndexError", exc)
 """

@@ -282,7 +282,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                 used[n_used] = c_phase[u]
                 phase_of[u] = n_used
                 n_used += 1
-        row_span = toffs[th + nt - 1] - toffs[th] + 1 + ssh
+        row_span = toffs[th + nt - 1] - toffs[th] + 1 + ssh if nt > 0 else 0
         by_row = row_span <= 2 * nt
         n_slots = 0 if ssw == 1 else (row_span if by_row else 2 * nt)
         slot_len = n_used * split_len
