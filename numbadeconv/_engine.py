@@ -142,7 +142,7 @@ class CorrelationPlan:
     frame: tuple[int, int, int, int] | None
     phases: np.ndarray
     toffs: np.ndarray
-    meta: np.ndarray  # with n_blocks and rows still 0: see _blocked_meta
+    meta: np.ndarray  # the job blocking (n_blocks, rows, images, chunk) is set by _blocked_meta
     weight_index: np.ndarray | None  # weights = filters.ravel()[weight_index]; None: in place
     pack: tuple[np.ndarray, np.ndarray] | None  # outer kernel: (bases, meta) of copies.pack
     macs: int
@@ -203,8 +203,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     A 1-D phase is ``(first, count, offsets, taps)``: ``first`` the first output index, ``count``
     the number of outputs, ``offsets`` the source offsets of its taps (ascending) and ``taps``
     their kernel indices. ``w5_of(taps_h, taps_w)`` gives, for a phase, the positions in the flat
-    filters of its weights ``[T, U, cig, G, cog]``; ``n_weights`` is the filters' size (a weight
-    index equal to it reads a zero).
+    filters of its weights ``[T, U, cig, G, cog]``; ``n_weights`` is the filters' size.
     """
     cig = n_ch // groups
     cog = out_shape[3] // groups
@@ -223,7 +222,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     merged = [in_place is None and groups == 1 and adj for adj in adjacent]
 
     # toffs: source row offsets of every row phase, then source column offsets of every column
-    # phase, then (tiled kernel) the offset of every phase's every tap in the weights.
+    # phase, then (tiled and outer kernels) the offset of every phase's every tap in the weights.
     th_starts = np.cumsum([0] + [len(r[2]) for r in rows])
     tw_starts = th_starts[-1] + np.cumsum([0] + [len(c[2]) for c in cols])
     toffs = [o for r in rows for o in r[2]] + [o for c in cols for o in c[2]]

@@ -18,12 +18,13 @@ offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap 
 ``toffs``; others: where its weights start in ``weights``), and MERGED (1 when the U taps are
 adjacent columns and their weights adjacent too, so that the taps x channels of one output pixel
 are one contiguous span of ``src`` and of ``weights``). ``meta`` (int64) is
-``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes, top, left, tile]``: each
-job computes ``rows`` consecutive rows (block ``b`` of ``n_blocks``) of one phase of one image;
-``w_co`` and ``w_g`` are the tiled kernel's weight strides between output channels and between
-groups, ``w_bytes`` the size of the block of weights it keeps in cache while sweeping a row
-block's pixels; ``top`` and ``left`` the padding assumed by the kernels that read ``src``
-unpadded, ``tile`` the depthwise kernel's weight tile length.
+``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes, top, left, tile, images,
+chunk]``: each job computes ``rows`` consecutive rows (block ``b`` of ``n_blocks``) of one phase
+of one image; ``w_co`` and ``w_g`` are the tiled kernel's weight strides between output channels
+and between groups, ``w_bytes`` the size of the block of weights it keeps in cache while
+sweeping a row block's pixels; ``top`` and ``left`` the padding assumed by the kernels that read
+``src`` unpadded, ``tile`` the depthwise kernel's weight tile length, ``images`` and ``chunk``
+the outer-product kernel's images and channel blocks per job (:mod:`.outer`).
 
 Three kernels here and the depthwise one in :mod:`.depthwise`, each run serially over jobs ``first``
 to ``last`` (``X_serial``) or over all jobs with ``prange`` (``X_parallel``). Job ``j`` is (image,

@@ -142,7 +142,7 @@ def _outer_job(phases, meta, blocks, n_images, job):
 @kernel()
 def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     flat = src.reshape(-1)
-    n_pix = 6 if dst.itemsize == 4 else 3
+    n_pix = 6 if dst.itemsize == 4 else 3  # as _pixels, which the IR of _outer_run uses
     tile = n_pix * BLOCK
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     w_block, w_group = meta[8], meta[9]
