@@ -33,6 +33,8 @@ CASES = {
     "depthwise multiplier": ((2, 9, 9, 6), (3, 3, 1, 18), 2, "SAME", 2),
     "rowwise (one channel)": ((2, 13, 11, 1), (3, 3, 1, 1), 2, "SAME", 1),
     "stride above kernel (empty phases)": ((1, 9, 9, 4), (2, 2, 4, 5), 3, "VALID", 1),
+    "stride above kernel, channel-rich": ((1, 9, 10, 64), (2, 2, 64, 48), 3, "VALID", 1),
+    "stride above kernel, in place": ((1, 9, 10, 64), (2, 1, 64, 64), 3, "VALID", 1),
 }
 
 

@@ -69,6 +69,25 @@ def _job(phases, meta, job):
 
 
 @kernel(internal=True)
+def _tap_runs(phases, toffs, p, n_ch, cig, row_len, tap_x, tap_w):
+    """Fill in phase ``p``'s runs; returns (number of runs, elements per run).
+
+    A run is what one output pixel reads for one tap (``cig`` input channels), or for all ``U``
+    taps of a tap row when the phase is MERGED. ``tap_x[k]``: run ``k``'s source offset from the
+    pixel's first element (source rows ``row_len`` elements apart); ``tap_w[k]``: its weight
+    offset (from the phase's WS entries of ``toffs``). Both hold at least T*U entries.
+    """
+    nt, nu, th, tw, ws = phases[p, T], phases[p, U], phases[p, TH], phases[p, TW], phases[p, WS]
+    merged = phases[p, MERGED] != 0
+    n_runs = 0 if nu == 0 else (1 if merged else nu)
+    for t in range(nt):
+        for r in range(n_runs):
+            tap_x[t * n_runs + r] = toffs[th + t] * row_len + toffs[tw + r] * n_ch
+            tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
+    return nt * n_runs, nu * cig if merged else cig
+
+
+@kernel(internal=True)
 def _dot4x3(x, x0, x1, x2, x3, w, w0, w1, w2, span, acc):
     """``acc`` (12 sums) plus the dot products of 4 source runs with 3 weight runs.
 
@@ -157,21 +176,10 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         cig = n_ch // groups
         cog = dst.shape[3] // groups
-        if phases[p, MERGED]:
-            n_runs = 1
-            span = nu * cig
-        else:
-            n_runs = nu
-            span = cig
         col0 = phases[p, C0]
-        # every tap (run): its source offset from a pixel's first element, its weight offset
-        n_taps = nt * n_runs
-        tap_x = np.empty(n_taps, np.uint64)
-        tap_w = np.empty(n_taps, np.uint64)
-        for t in range(nt):
-            for r in range(n_runs):
-                tap_x[t * n_runs + r] = toffs[th + t] * src.shape[2] + toffs[tw + r] * n_ch
-                tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
+        tap_x = np.empty(nt * nu, np.uint64)
+        tap_w = np.empty(nt * nu, np.uint64)
+        n_taps, span = _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
         # Output channels in blocks whose weights (all this phase's taps) fit in about meta[10]
         # bytes, so that they stay in L2 while the block's pixels, 4 at a time, stream past them.
         c_block = max(3, min(cog, meta[10] // max(1, nt * nu * cig * dst.itemsize) // 3 * 3))

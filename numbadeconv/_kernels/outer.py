@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._jit import kernel
-from .correlate import C0, MERGED, R0, TH, TW, WS, M, Q, T, U
+from .correlate import C0, R0, M, Q, T, U, _tap_runs
 
 #: Output channels per block (two float32 or four float64 vectors).
 BLOCK = 16
@@ -153,22 +153,10 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
         n_lo, n_hi, p, m_lo, m_hi, b_lo, b_hi = _outer_job(phases, meta, groups * blocks,
                                                              dst.shape[0], job)
-        nq, nt, nu, th, tw, ws = (phases[p, Q], phases[p, T], phases[p, U], phases[p, TH],
-                                  phases[p, TW], phases[p, WS])
-        if phases[p, MERGED]:
-            n_runs = 1
-            span = nu * cig
-        else:
-            n_runs = nu
-            span = cig
-        # every tap (run): its source offset from a pixel's first element, its weight offset
-        n_taps = nt * n_runs
-        tap_x = np.empty(n_taps, np.int64)
-        tap_w = np.empty(n_taps, np.int64)
-        for t in range(nt):
-            for r in range(n_runs):
-                tap_x[t * n_runs + r] = toffs[th + t] * src.shape[2] + toffs[tw + r] * n_ch
-                tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
+        nq = phases[p, Q]
+        tap_x = np.empty(phases[p, T] * phases[p, U], np.int64)
+        tap_w = np.empty(phases[p, T] * phases[p, U], np.int64)
+        n_taps, span = _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
         # the job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in tiles of n_pix
         # (the last tile repeats the last pixel); base: each pixel's source offset
         per_image = (m_hi - m_lo) * nq
