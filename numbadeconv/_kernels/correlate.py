@@ -279,6 +279,7 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     height = src.shape[1]
     width = src.shape[2] // meta[0]
     x = src.reshape(src.shape[0], -1)
+    acc = np.empty(dst.shape[2], dst.dtype)  # a phase's row: at most a row of dst
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
@@ -286,7 +287,6 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         cog = dst.shape[3] // groups
         col0 = phases[p, C0]
         step = ssw * n_ch
-        acc = np.empty(nq, dst.dtype)
         xn = x[n]
         for m in range(m_lo, m_hi):
             out_row = dst[n, phases[p, R0] + m * rs]
