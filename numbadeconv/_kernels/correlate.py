@@ -69,6 +69,17 @@ def _job(phases, meta, job):
 
 
 @kernel(internal=True)
+def _inside(off, ssw, width, nq):
+    """The pixels ``[q_lo, q_hi)`` of ``nq`` whose source column ``q*ssw + off`` is inside.
+
+    Inside is ``[0, width)``: for the kernels that read an unpadded source. An empty range has
+    ``q_lo == q_hi``.
+    """
+    q_lo = min(nq, max(0, -(off // ssw)))
+    return q_lo, max(q_lo, min(nq, (width - 1 - off) // ssw + 1))
+
+
+@kernel(internal=True)
 def _tap_runs(phases, toffs, p, n_ch, cig, row_len, tap_x, tap_w):
     """Fill in phase ``p``'s runs; returns (number of runs, elements per run).
 
@@ -300,8 +311,7 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             continue
                         for u in range(nu):
                             off = toffs[tw + u] - left  # source column of pixel q: q*ssw + off
-                            q_lo = min(nq, max(0, -(off // ssw)))
-                            q_hi = max(q_lo, min(nq, (width - 1 - off) // ssw + 1))
+                            q_lo, q_hi = _inside(off, ssw, width, nq)
                             if q_lo == q_hi:
                                 continue
                             o = (r * width + q_lo * ssw + off) * n_ch + g * cig

@@ -31,7 +31,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from .correlate import C0, R0, _job
+from .correlate import C0, R0, _inside, _job
 
 
 @kernel(internal=True)
@@ -261,8 +261,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             off = toffs[tw + u] - left  # source column of pixel q: q*ssw + off
             c_phase[u] = off % ssw
             c_shift[u] = off // ssw
-            q_lo[u] = min(nq, max(0, -(off // ssw)))
-            q_hi[u] = max(q_lo[u], min(nq, (width - 1 - off) // ssw + 1))
+            q_lo[u], q_hi[u] = _inside(off, ssw, width, nq)
             qa = max(qa, q_lo[u])
             qb = min(qb, q_hi[u])
         qb = max(qa, qb)
