@@ -439,9 +439,11 @@ def _depthwise_operands(weights, bias, channels, tile):
     ``tiles[j, i] = bias[(i % channels)*mult + j]``.
     """
     padded = np.zeros(tile + weights.size, weights.dtype)
-    padded[tile:tile + weights.size] = weights
-    tiles = np.tile(bias.reshape(channels, -1).T, tile // channels)
-    return padded, tiles.ravel()
+    padded[tile:] = weights
+    by_multiplier = bias.reshape(channels, -1).T  # [mult, channels]
+    tiles = np.empty((len(by_multiplier), tile // channels, channels), bias.dtype)
+    tiles[...] = by_multiplier[:, None, :]
+    return padded, tiles.reshape(-1)
 
 
 # --- filter gradient -----------------------------------------------------------------------------

@@ -114,10 +114,12 @@ def parallel_launch(threads: int) -> Iterator[None]:
         _launch_lock.acquire()
     previous = numba.get_num_threads()
     try:
-        numba.set_num_threads(threads)
+        if threads != previous:  # each set costs microseconds
+            numba.set_num_threads(threads)
         yield
     finally:
-        numba.set_num_threads(previous)
+        if threads != previous:
+            numba.set_num_threads(previous)
         if _layer is None:
             try:
                 _layer = numba.threading_layer()

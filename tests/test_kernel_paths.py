@@ -112,9 +112,11 @@ def test_cases_cover_every_kernel():
 
 
 # The depthwise kernel's own paths: four rows at a time (3x3, stride 1), two rows (3x3 with a
-# stride or dilation), one row (other windows: 9, 3 and 1 taps per pass), split source rows
-# (column stride > 1), rows longer than a weight tile, edge pixels, rows and pixels that no tap
-# reaches, a channel multiplier (row buffer), and transposes (output column stride > 1).
+# stride or dilation), in vector runs whose last channel vector overlaps the one before (channels
+# not a multiple of the lanes) or one row at a time (fewer channels than a vector; other windows:
+# 9, 3 and 1 taps per pass), split source rows (column stride > 1), rows longer than a weight
+# tile, edge pixels, rows and pixels that no tap reaches, a channel multiplier (row buffer), and
+# transposes (output column stride > 1); in float64 (4 lanes) and float32 (8 lanes).
 DEPTHWISE = [
     # (x shape, kernel, multiplier, stride, dilation, padding)
     ((2, 11, 9, 5), 3, 1, 1, 1, "SAME"),
@@ -133,11 +135,16 @@ DEPTHWISE = [
     ((1, 6, 110, 40), 5, 2, 1, 1, "VALID"),
     # found by the fuzz: transpose phases with no row or no column taps (all bias)
     ((1, 4, 2, 5), (2, 1), 1, 3, 3, [[0, 0], [1, 3], [1, 2], [0, 0]]),
+    # channels: fewer than a float32 vector, exactly one, one and a half
+    ((2, 10, 9, 6), 3, 1, 1, 1, "SAME"),
+    ((1, 11, 10, 8), 3, 1, 1, 1, "SAME"),
+    ((1, 11, 12, 12), 3, 1, 2, 1, [[0, 0], [0, 4], [3, 0], [0, 0]]),
 ]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", DEPTHWISE, ids=str)
-def test_depthwise_paths(case, mode, monkeypatch):
+def test_depthwise_paths(case, dtype, mode, monkeypatch):
     x_shape, k, mult, stride, dilation, padding = case
     kh, kw = (k, k) if isinstance(k, int) else k
     c = x_shape[3]
@@ -146,20 +153,23 @@ def test_depthwise_paths(case, mode, monkeypatch):
     monkeypatch.setattr(_engine, "correlate_run",
                         lambda plan, *args: kinds.append(plan.kind) or run(plan, *args))
     rng = np.random.default_rng(sum(x_shape))
-    x = rng.standard_normal(x_shape)
-    w = rng.standard_normal((kh, kw, 1, c * mult))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((kh, kw, 1, c * mult)).astype(dtype)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
     threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
     y = nd.conv2d(x, w, stride, padding, dilations=dilation, threads=threads)
+    assert y.dtype == dtype
     np.testing.assert_allclose(y, reference_conv2d(x, w, stride, padding, dilations=dilation),
-                               rtol=1e-10, atol=1e-10)
+                               rtol=tol, atol=tol)
     # the transpose of a multiplier-1 depthwise convolution is depthwise too
     w1 = w[..., :c]
     y1 = rng.standard_normal(nd.conv2d(x, w1, stride, padding, dilations=dilation).shape)
+    y1 = y1.astype(dtype)
     dx = nd.conv2d_transpose(y1, w1, x_shape, stride, padding, dilations=dilation,
                              threads=threads)
     np.testing.assert_allclose(
         dx, reference_conv2d_transpose(y1, w1, x_shape, stride, padding, dilations=dilation),
-        rtol=1e-10, atol=1e-10)
+        rtol=tol, atol=tol)
     assert set(kinds) == {"depthwise"}
 
 

@@ -376,3 +376,34 @@ except IndexError as exc:
     env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
     out = check_child(run_child(code, env=env, timeout=300))
     assert "IndexError outer-product kernel" in out, out
+
+
+def test_depthwise_runs_are_bounds_checked(tmp_path):
+    # As the outer-product kernel: the depthwise kernel's vector runs (LLVM IR) check themselves
+    # under NUMBA_BOUNDSCHECK. Four rows of ten 8-channel pixels from a source one pixel short.
+    code = """
+import numpy as np
+from numba import njit
+from numbadeconv._kernels import depthwise
+
+@njit
+def rows(x):
+    a, b, w = np.zeros(4 * 80, np.float32), np.zeros(8, np.float32), np.zeros(80, np.float32)
+    c_off = np.array([-8, 0, 8])
+    xo = np.empty((4, 9), np.int64)
+    for h in range(4):
+        for k in range(9):
+            xo[h, k] = (h + k // 3) * 80 + c_off[k % 3]
+    depthwise._rows_3x3(a, np.array([0, 80, 160, 240]), 4, b, 0, x, xo, c_off, w, 0, 8,
+                        np.array([1, 0, 0]), np.array([10, 10, 9]), 10, np.empty(22, np.int64))
+
+rows(np.zeros(6 * 80, np.float32))
+print("in bounds: ok")
+try:
+    rows(np.zeros(6 * 80 - 8, np.float32))
+except IndexError as exc:
+    print("IndexError", exc)
+"""
+    env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
+    out = check_child(run_child(code, env=env, timeout=300))
+    assert "in bounds: ok" in out and "IndexError depthwise kernel" in out, out

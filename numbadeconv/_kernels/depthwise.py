@@ -10,13 +10,17 @@ The same jobs and phase table as :mod:`numbadeconv._kernels.correlate` (read its
   of a phase (from its WS column on) are tiles ``[mult, T, U, L]`` with
   ``tile[i] = w(channel i % C, j, t, u)``, ``L = meta[13]`` a multiple of C: along an output
   row laid out ``[Q, C]``, the weight of element ``i`` is ``tile[i % L]``.
-- An output row (for each ``j``) is one contiguous vector of ``Q*C`` elements, accumulated in
+- An output row (for each ``j``) is one contiguous vector of ``Q*C`` elements, written in
   ``dst`` itself when ``mult == 1`` and the output column stride is 1 (a convolution), else in a
-  row buffer that is then stored. Over the pixels where every column tap reads inside ``src``,
-  the taps are summed in vectorised passes over ``L`` elements, up to 9 taps per pass; edge
-  pixels take their taps one by one. A 3x3 window on consecutive source rows (stride 1) computes
-  four output rows per pass from six source rows, so that each source and weight element
-  loaded serves several outputs.
+  row buffer that is then stored.
+- A 3x3 window whose row taps all read inside ``src``, on at least one SIMD vector of channels,
+  computes several output rows at once in explicit vector runs (:func:`_window_rows`, LLVM IR):
+  four rows from six consecutive source rows (stride 1), else two; per pixel and channel vector,
+  nine weight vectors in registers and each source vector loaded once for every row that reads
+  it. Edge pixels take runs of their own, their outside taps given zero weights.
+- Other rows (other windows, rows at the top and bottom, fewer channels than a vector) are
+  summed in vectorised passes over ``L`` elements, up to 9 taps per pass, over the pixels where
+  every column tap reads inside ``src``; their edge pixels take their taps one by one.
 - A source column stride ``ssw > 1`` makes a row's pixels non-contiguous: the source rows that a
   row needs are first split into column phases (pixel ``p`` to phase ``p % ssw``, position
   ``p // ssw``; only the phases that its taps read), so that every tap again reads a contiguous
@@ -28,9 +32,13 @@ does, but each view costs reference counting). Every offset is in bounds by cons
 """
 
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .._jit import kernel
+from . import simd
 from .correlate import C0, R0, _inside, _job
 
 
@@ -63,67 +71,6 @@ def _add1(a, ao, x, x0, w, w0, e):
     """``a[ao + i] += x[x0 + i] * w[w0 + i]`` for ``i < e``."""
     for i in range(np.uint64(e)):
         a[ao + i] += x[x0 + i] * w[w0 + i]
-
-
-@kernel(internal=True)
-def _four_rows_3x3(a, a0, a1, a2, a3, b, x, r0, r1, r2, r3, r4, r5, c0, c1, c2, w, w0, w1, w2,
-                   w3, w4, w5, w6, w7, w8, e):
-    """Four rows of a 3x3 correlation from six consecutive source rows.
-
-    For ``i < e``, row ``h`` (at ``a[a_h + i]``) is ``b[i]`` plus the taps ``(t, u)`` reading
-    ``x[r_{h+t} + c_u + i]`` with weights ``w[w_{3t+u} + i]``.
-    """
-    for i in range(np.uint64(e)):
-        v0 = w[w0 + i]
-        v1 = w[w1 + i]
-        v2 = w[w2 + i]
-        v3 = w[w3 + i]
-        v4 = w[w4 + i]
-        v5 = w[w5 + i]
-        v6 = w[w6 + i]
-        v7 = w[w7 + i]
-        v8 = w[w8 + i]
-        p00, p01, p02 = x[r0 + c0 + i], x[r0 + c1 + i], x[r0 + c2 + i]
-        p10, p11, p12 = x[r1 + c0 + i], x[r1 + c1 + i], x[r1 + c2 + i]
-        p20, p21, p22 = x[r2 + c0 + i], x[r2 + c1 + i], x[r2 + c2 + i]
-        p30, p31, p32 = x[r3 + c0 + i], x[r3 + c1 + i], x[r3 + c2 + i]
-        p40, p41, p42 = x[r4 + c0 + i], x[r4 + c1 + i], x[r4 + c2 + i]
-        p50, p51, p52 = x[r5 + c0 + i], x[r5 + c1 + i], x[r5 + c2 + i]
-        bias = b[i]
-        a[a0 + i] = bias + (p00 * v0 + p01 * v1 + p02 * v2 + p10 * v3 + p11 * v4 + p12 * v5
-                            + p20 * v6 + p21 * v7 + p22 * v8)
-        a[a1 + i] = bias + (p10 * v0 + p11 * v1 + p12 * v2 + p20 * v3 + p21 * v4 + p22 * v5
-                            + p30 * v6 + p31 * v7 + p32 * v8)
-        a[a2 + i] = bias + (p20 * v0 + p21 * v1 + p22 * v2 + p30 * v3 + p31 * v4 + p32 * v5
-                            + p40 * v6 + p41 * v7 + p42 * v8)
-        a[a3 + i] = bias + (p30 * v0 + p31 * v1 + p32 * v2 + p40 * v3 + p41 * v4 + p42 * v5
-                            + p50 * v6 + p51 * v7 + p52 * v8)
-
-
-@kernel(internal=True)
-def _two_rows_3x3(a, a0, a1, b, x, r00, r01, r02, r10, r11, r12, c0, c1, c2, w, w0, w1, w2, w3,
-                  w4, w5, w6, w7, w8, e):
-    """Two rows of a 3x3 correlation from any source rows.
-
-    For ``i < e``, row ``h`` (at ``a[a_h + i]``) is ``b[i]`` plus the taps ``(t, u)`` reading
-    ``x[r_{ht} + c_u + i]`` with weights ``w[w_{3t+u} + i]``.
-    """
-    for i in range(np.uint64(e)):
-        v0 = w[w0 + i]
-        v1 = w[w1 + i]
-        v2 = w[w2 + i]
-        v3 = w[w3 + i]
-        v4 = w[w4 + i]
-        v5 = w[w5 + i]
-        v6 = w[w6 + i]
-        v7 = w[w7 + i]
-        v8 = w[w8 + i]
-        a[a0 + i] = b[i] + (x[r00 + c0 + i] * v0 + x[r00 + c1 + i] * v1 + x[r00 + c2 + i] * v2 +
-                            x[r01 + c0 + i] * v3 + x[r01 + c1 + i] * v4 + x[r01 + c2 + i] * v5 +
-                            x[r02 + c0 + i] * v6 + x[r02 + c1 + i] * v7 + x[r02 + c2 + i] * v8)
-        a[a1 + i] = b[i] + (x[r10 + c0 + i] * v0 + x[r10 + c1 + i] * v1 + x[r10 + c2 + i] * v2 +
-                            x[r11 + c0 + i] * v3 + x[r11 + c1 + i] * v4 + x[r11 + c2 + i] * v5 +
-                            x[r12 + c0 + i] * v6 + x[r12 + c1 + i] * v7 + x[r12 + c2 + i] * v8)
 
 
 @kernel(internal=True)
@@ -182,40 +129,129 @@ def _store(out_row, acc, ao, row_len, cs, n_ch, mult):
                 pixel[c * mult + j] = acc[ao + j * row_len + q * n_ch + c]
 
 
-@kernel(internal=True)
-def _rows_3x3(a, a_off, n_rows, b, x, xo, c_off, w, wo, wj, row_step, first, end):
-    """``n_rows`` output rows of a 3x3 window, every tap in bounds over ``first <= i < end``.
+def _window_rows(n_rows: int, shift: int):
+    """An intrinsic computing ``n_rows`` output rows of a 3x3 window.
 
-    Row ``h``'s tap ``(t, u)`` reads ``x[xo[h, 3t+u] + i]``, a row offset plus ``c_off[u]``.
-    Four rows: their source rows are six consecutive rows ``row_step`` apart; two rows: any.
-    (A block of two consecutive-row outputs takes the two-row form too.)
+    ``run(a, ao, x, xo, cu, w, wk, b, bo, n_pix, n_ch)`` sets, for pixels ``p < n_pix`` and
+    channels ``c < n_ch`` (``n_ch`` at least one vector: 8 float32 or 4 float64),
+    ``a[ao[h] + p*n_ch + c] = b[bo + c] + sum_{t,u} x[xo[h*shift + t] + cu[u] + p*n_ch + c]
+    * w[wk[3t + u] + c]``: output row ``h`` reads source rows ``h*shift`` to ``h*shift + 2`` of
+    ``xo`` (int64 offsets, as ``ao``, ``cu`` and ``wk``). For each pixel, the channels go one
+    vector at a time (the last vector overlaps the one before when ``n_ch`` is not a multiple of
+    the lanes), its nine weight vectors in registers, each source vector loaded once and fed to
+    every output row that reads it. All offsets must be in bounds.
     """
-    tile = b.shape[0]
-    c_min = min(c_off[0], c_off[1], c_off[2])
-    d0 = np.uint64(c_off[0] - c_min)
-    d1 = np.uint64(c_off[1] - c_min)
-    d2 = np.uint64(c_off[2] - c_min)
-    w0, w1, w2 = np.uint64(wo[0] + wj), np.uint64(wo[1] + wj), np.uint64(wo[2] + wj)
-    w3, w4, w5 = np.uint64(wo[3] + wj), np.uint64(wo[4] + wj), np.uint64(wo[5] + wj)
-    w6, w7, w8 = np.uint64(wo[6] + wj), np.uint64(wo[7] + wj), np.uint64(wo[8] + wj)
-    base = c_min - c_off[0]  # from a tap (t, 0) offset to its row's offset plus c_min
-    for s in range(first, end, tile):
-        e = min(tile, end - s)
+    n_src = (n_rows - 1) * shift + 3
+
+    @intrinsic
+    def run(typingctx, a, ao, x, xo, cu, w, wk, b, bo, n_pix, n_ch):
+        sig = types.void(a, ao, x, xo, cu, w, wk, b, bo, n_pix, n_ch)
+
+        def codegen(context, builder, signature, args):
+            a_a, ao_a, x_a, xo_a, cu_a, w_a, wk_a, b_a, bo_v, n_pix_v, n_ch_v = args
+            arg_types = signature.args
+            v = simd.Vectors(context, builder, arg_types[0].dtype)
+            lanes = ir.Constant(simd.I64, v.lanes)
+            w_p, wk_p = v.data(w_a, arg_types[5]), v.data(wk_a, arg_types[6])
+            taps = [v.at(w_p, v.item(wk_p, k)) for k in range(9)]
+            b_p = v.at(v.data(b_a, arg_types[7]), bo_v)
+            cols = [v.item(v.data(cu_a, arg_types[4]), u) for u in range(3)]
+            x_p, xo_p = v.data(x_a, arg_types[2]), v.data(xo_a, arg_types[3])
+            rows = [v.at(x_p, v.item(xo_p, r)) for r in range(n_src)]
+            a_p, ao_p = v.data(a_a, arg_types[0]), v.data(ao_a, arg_types[1])
+            outs = [v.at(a_p, v.item(ao_p, h)) for h in range(n_rows)]
+            last = builder.sub(n_ch_v, lanes)  # the last vector's first channel
+            n_vec = builder.sdiv(builder.add(last, ir.Constant(simd.I64, 2 * v.lanes - 1)), lanes)
+            with cgutils.for_range(builder, n_pix_v) as pixels:
+                pixel = builder.mul(pixels.index, n_ch_v)
+                with cgutils.for_range(builder, n_vec) as vectors:
+                    c = builder.mul(vectors.index, lanes)
+                    c = builder.select(builder.icmp_signed("<", c, last), c, last)
+                    at = builder.add(pixel, c)
+                    weights = [v.load(tap, c) for tap in taps]
+                    acc = [v.load(b_p, c)] * n_rows
+                    for r in range(n_src):  # each source vector feeds the rows that read it
+                        row = v.at(rows[r], at)
+                        for u in range(3):
+                            s = v.load(row, cols[u])
+                            for h in range(n_rows):
+                                if 0 <= r - h * shift < 3:
+                                    acc[h] = v.fma(s, weights[3 * (r - h * shift) + u], acc[h])
+                    for h in range(n_rows):
+                        v.store(acc[h], outs[h], at)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return run
+
+
+#: Four output rows from six consecutive source rows (a 3x3 window at stride 1).
+_four_rows = _window_rows(4, 1)
+
+#: Two output rows from any six source rows.
+_two_rows = _window_rows(2, 3)
+
+
+@kernel(internal=True)
+def _check_rows(a, ao, n_rows, x, xo, cu, w, wk, b, bo, n_pix, n_ch):
+    """Raise IndexError unless every element that a ``_window_rows`` run touches is in bounds."""
+    span = n_pix * n_ch
+    ok = n_ch * a.itemsize >= simd.VECTOR_BYTES and 0 <= bo and bo + n_ch <= b.shape[0]
+    for k in range(9):
+        ok = ok and 0 <= wk[k] and wk[k] + n_ch <= w.shape[0]
+    for h in range(n_rows):
+        ok = ok and 0 <= ao[h] and ao[h] + span <= a.shape[0]
+    for r in range(6):
+        for u in range(3):
+            ok = ok and 0 <= xo[r] + cu[u] and xo[r] + cu[u] + span <= x.shape[0]
+    if not ok:
+        raise IndexError("depthwise kernel: a run would read or write out of bounds")
+
+
+@kernel(internal=True)
+def _rows_3x3(a, a_off, n_rows, b, bo, x, xo, c_off, w, wo, n_ch, q_lo, q_hi, nq, scratch):
+    """``n_rows`` (4 or 2) output rows of a 3x3 window, all their row taps inside the source.
+
+    Row ``h``'s tap ``(t, u)`` reads ``x[xo[h, 3t+u] + q*n_ch + c]`` for pixel ``q`` and channel
+    ``c``, with weight ``w[wo + (3t+u)*n_ch + c]``, where the pixel is inside the source
+    (``q_lo[u] <= q < q_hi[u]``); ``w[wo + 9*n_ch:]`` holds ``n_ch`` zeros. Four rows: their
+    source rows are six consecutive rows; two rows: any. The pixels where every tap reads inside
+    go in one run; each other pixel in a run of its own, its outside taps pointed at an inside
+    column with the zero weights (the bias alone when no tap reads inside). ``scratch``: 22
+    int64.
+    """
+    ao, rows, cu, wk = scratch[0:4], scratch[4:10], scratch[10:13], scratch[13:22]
+    qa, qb = max(q_lo[0], q_lo[1], q_lo[2]), min(q_hi[0], q_hi[1], q_hi[2])
+    q = 0
+    while q < nq:
+        end = max(qb, q + 1) if q == qa else q + 1
+        inside = -1  # a column tap that reads inside at pixel q
+        for u in range(3):
+            if q_lo[u] <= q < q_hi[u]:
+                inside = u
+        for u in range(3):
+            ok = q_lo[u] <= q < q_hi[u]
+            cu[u] = c_off[u if ok else max(inside, 0)]
+            for t in range(3):
+                wk[3 * t + u] = wo + (3 * t + u if ok else 9) * n_ch
+        for t in range(3):
+            rows[t] = xo[0, 3 * t] - c_off[0] + q * n_ch
+            rows[3 + t] = (xo[1 if n_rows == 2 else t + 1, 6 if n_rows == 4 else 3 * t]
+                           - c_off[0] + q * n_ch)
+        for h in range(n_rows):
+            ao[h] = a_off[h] + q * n_ch
+        if inside < 0:  # no tap reads inside: point every tap at the row start (in bounds)
+            for r in range(6):
+                rows[r] -= q * n_ch
+            cu[0] = cu[1] = cu[2] = 0
+        if simd.CHECK_BOUNDS:
+            _check_rows(a, ao, n_rows, x, rows, cu, w, wk, b, bo, end - q, n_ch)
         if n_rows == 4:
-            r0 = xo[0, 0] + base + s
-            _four_rows_3x3(
-                a, np.uint64(a_off[0] + s), np.uint64(a_off[1] + s), np.uint64(a_off[2] + s),
-                np.uint64(a_off[3] + s), b, x, np.uint64(r0), np.uint64(r0 + row_step),
-                np.uint64(r0 + 2 * row_step), np.uint64(r0 + 3 * row_step),
-                np.uint64(r0 + 4 * row_step), np.uint64(r0 + 5 * row_step), d0, d1, d2, w,
-                w0, w1, w2, w3, w4, w5, w6, w7, w8, e)
+            _four_rows(a, ao, x, rows, cu, w, wk, b, bo, end - q, n_ch)
         else:
-            _two_rows_3x3(
-                a, np.uint64(a_off[0] + s), np.uint64(a_off[1] + s), b, x,
-                np.uint64(xo[0, 0] + base + s), np.uint64(xo[0, 3] + base + s),
-                np.uint64(xo[0, 6] + base + s), np.uint64(xo[1, 0] + base + s),
-                np.uint64(xo[1, 3] + base + s), np.uint64(xo[1, 6] + base + s), d0, d1, d2, w,
-                w0, w1, w2, w3, w4, w5, w6, w7, w8, e)
+            _two_rows(a, ao, x, rows, cu, w, wk, b, bo, end - q, n_ch)
+        q = end
 
 
 @kernel(internal=True)
@@ -292,9 +328,9 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         c_off = np.empty(nu, np.int64)
         for u in range(nu):
             c_off[u] = c_shift[u] * n_ch + (phase_of[u] * split_len if ssw > 1 else 0)
-        # several rows at a time for a 3x3 window: four when their source rows are consecutive
-        # (stride 1, no dilation), else two
-        three = nt == 3 and nu == 3
+        # several rows at a time for a 3x3 window on at least one vector of channels: four when
+        # their source rows are consecutive (stride 1, no dilation), else two
+        three = nt == 3 and nu == 3 and n_ch * dst.itemsize >= simd.VECTOR_BYTES
         block = 4 if (three and ssh == 1 and ssw == 1 and toffs[th + 1] == toffs[th] + 1
                       and toffs[th + 2] == toffs[th] + 2) else 2
         xo = np.empty((4, nt * nu), np.int64)
@@ -302,6 +338,13 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         a_off = np.empty(4, np.int64)
         slot_x = np.empty(9, np.uint64)  # scratch for _interior
         slot_w = np.empty(9, np.uint64)
+        scratch = np.empty(22, np.int64)
+        # the weights of the multi-row runs: [mult, 10, n_ch], the 9 taps' channels (the first
+        # n_ch elements of their tiles, which lie a tile apart: the same L1 sets), then zeros
+        w_runs = np.zeros(mult * 10 * n_ch if three else 0, dst.dtype)
+        for j in range(mult if three else 0):
+            for k in range(9):
+                _fill(w_runs, np.uint64((j * 10 + k) * n_ch), w[ws + (j * 9 + k) * tile:], n_ch)
         m = m_lo
         while m < m_hi:
             # as many rows as the block allows whose taps all read inside src (else one)
@@ -336,15 +379,14 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                 else (h * mult + j) * row_len)
                 w_j = j * nt * nu * tile
                 if n_rows > 1:
-                    _rows_3x3(a, a_off, n_rows, b[j], x, xo, c_off, w, wo, w_j, width * n_ch,
-                              qa * n_ch, qb * n_ch)
+                    _rows_3x3(a, a_off, n_rows, bias, j * tile, x, xo, c_off, w_runs,
+                              j * 10 * n_ch, n_ch, q_lo, q_hi, nq, scratch)
                 else:
                     _interior(a, a_off[0], b[j], x, xo[0], w, wo, w_j, n_taps, qa * n_ch,
                               qb * n_ch, slot_x, slot_w)
-                for h in range(n_rows):
-                    _edge(a, a_off[h], n_ch, b[j], x, xo[h], w, wo, w_j, n_taps, q_lo, q_hi, 0,
+                    _edge(a, a_off[0], n_ch, b[j], x, xo[0], w, wo, w_j, n_taps, q_lo, q_hi, 0,
                           qa)
-                    _edge(a, a_off[h], n_ch, b[j], x, xo[h], w, wo, w_j, n_taps, q_lo, q_hi, qb,
+                    _edge(a, a_off[0], n_ch, b[j], x, xo[0], w, wo, w_j, n_taps, q_lo, q_hi, qb,
                           nq)
             if not direct:
                 for h in range(n_rows):

@@ -17,7 +17,6 @@ is needed. LLVM does not find this schedule from scalar code (it vectorises the 
 instead), so :func:`_outer_run` writes it in LLVM IR.
 """
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
@@ -25,6 +24,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._jit import kernel
+from . import simd
 from .correlate import C0, R0, M, Q, T, U, _tap_runs
 
 #: Output channels per block (two float32 or four float64 vectors).
@@ -33,11 +33,6 @@ BLOCK = 16
 #: Bytes of weights (a chunk of input elements x BLOCK) per pass over a job's tiles: half of an
 #: L1 cache, the rest holds the tiles' source runs.
 CHUNK_BYTES = 16 * 1024
-
-#: Numba's bounds checking does not reach the vector loads and stores of :func:`_outer_run`;
-#: under ``NUMBA_BOUNDSCHECK=1`` every run is checked before it starts instead.
-CHECK_BOUNDS = bool(numba.config.BOUNDSCHECK)
-
 
 def _pixels(dtype) -> int:
     """Pixels per tile: 12 accumulator vectors of 8 float32 or 4 float64."""
@@ -56,53 +51,31 @@ def _outer_run(typingctx, acc, ao, x, xo, xs, w, wo, span):
 
     def codegen(context, builder, signature, args):
         acc_a, ao_v, x_a, xo_a, xs_v, w_a, wo_v, span_v = args
-        dtype = signature.args[0].dtype
-        scalar = context.get_value_type(dtype)
-        lanes = 8 if dtype == types.float32 else 4
-        n_vec = BLOCK // lanes
-        n_pix = _pixels(dtype)
-        vec = ir.VectorType(scalar, lanes)
-        vec_ptr = vec.as_pointer()
-        i64 = ir.IntType(64)
-
-        def data(value, ty):
-            return cgutils.create_struct_proxy(ty)(context, builder, value=value).data
-
-        acc_p = builder.gep(data(acc_a, signature.args[0]), [ao_v])
-        x_p = data(x_a, signature.args[2])
-        xo_p = builder.gep(data(xo_a, signature.args[3]), [xs_v])
-        w_p = builder.gep(data(w_a, signature.args[5]), [wo_v])
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-            f"llvm.fma.v{lanes}{'f32' if dtype == types.float32 else 'f64'}")
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        undef = ir.Constant(vec, ir.Undefined)
+        v = simd.Vectors(context, builder, signature.args[0].dtype)
+        n_vec = BLOCK // v.lanes
+        n_pix = _pixels(signature.args[0].dtype)
+        acc_p = v.at(v.data(acc_a, signature.args[0]), ao_v)
+        x_p = v.data(x_a, signature.args[2])
+        xo_p = v.at(v.data(xo_a, signature.args[3]), xs_v)
+        w_p = v.at(v.data(w_a, signature.args[5]), wo_v)
         # accumulators live in allocas, which LLVM promotes to registers
         slots = []
         for i in range(n_pix * n_vec):
-            slot = cgutils.alloca_once(builder, vec)
-            at = builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, lanes * i)]), vec_ptr)
-            builder.store(builder.load(at, align=1), slot)
+            slot = cgutils.alloca_once(builder, v.type)
+            builder.store(v.load(acc_p, v.lanes * i), slot)
             slots.append(slot)
-        rows = [builder.gep(x_p, [builder.load(builder.gep(xo_p, [ir.Constant(i64, j)]))])
-                for j in range(n_pix)]
+        rows = [v.at(x_p, v.item(xo_p, j)) for j in range(n_pix)]
         with cgutils.for_range(builder, span_v) as loop:
             k = loop.index
-            w_k = builder.gep(w_p, [builder.mul(k, ir.Constant(i64, BLOCK))])
-            w_vecs = [builder.load(builder.bitcast(
-                builder.gep(w_k, [ir.Constant(i64, lanes * v)]), vec_ptr), align=1)
-                for v in range(n_vec)]
+            w_k = v.at(w_p, builder.mul(k, ir.Constant(simd.I64, BLOCK)))
+            w_vecs = [v.load(w_k, v.lanes * i) for i in range(n_vec)]
             for j in range(n_pix):
-                s = builder.load(builder.gep(rows[j], [k]))
-                b = builder.shuffle_vector(
-                    builder.insert_element(undef, s, ir.Constant(ir.IntType(32), 0)), undef,
-                    splat)
-                for v in range(n_vec):
-                    slot = slots[j * n_vec + v]
-                    builder.store(builder.call(fma, [b, w_vecs[v], builder.load(slot)]), slot)
+                b = v.splat(builder.load(v.at(rows[j], k)))
+                for i in range(n_vec):
+                    slot = slots[j * n_vec + i]
+                    builder.store(v.fma(b, w_vecs[i], builder.load(slot)), slot)
         for i in range(n_pix * n_vec):
-            at = builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, lanes * i)]), vec_ptr)
-            builder.store(builder.load(slots[i]), at, align=1)
+            v.store(builder.load(slots[i]), acc_p, v.lanes * i)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -183,7 +156,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     for i in range(n_tiles * n_pix):
                         xo[i] = base[i] + g * cig + tap_x[k] + c0
                     for t_i in range(n_tiles):
-                        if CHECK_BOUNDS:
+                        if simd.CHECK_BOUNDS:
                             _check_run(acc, t_i * tile, flat, xo, t_i * n_pix, n_pix, weights,
                                        w0 + tap_w[k] + c0 * BLOCK, min(chunk, span - c0))
                         _outer_run(acc, t_i * tile, flat, xo, t_i * n_pix, weights,
