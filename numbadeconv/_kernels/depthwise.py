@@ -21,8 +21,9 @@ The same jobs and phase table as :mod:`numbadeconv._kernels.correlate` (read its
 - Other rows (other windows, rows at the top and bottom, fewer channels than a vector) are
   summed in vectorised passes over ``L`` elements, up to 9 taps per pass, over the pixels where
   every column tap reads inside ``src``; their edge pixels take their taps one by one.
-- A source column stride ``ssw > 1`` makes a row's pixels non-contiguous: the source rows that a
-  row needs are first split into column phases (pixel ``p`` to phase ``p % ssw``, position
+- A source column stride ``ssw > 1`` makes a row's pixels non-contiguous. The vector runs step
+  over them (``ssw*C`` elements per pixel); for the single rows, the source rows that a row
+  needs are first split into column phases (pixel ``p`` to phase ``p % ssw``, position
   ``p // ssw``; only the phases that its taps read), so that every tap again reads a contiguous
   run.
 
@@ -132,9 +133,9 @@ def _store(out_row, acc, ao, row_len, cs, n_ch, mult):
 def _window_rows(n_rows: int, shift: int):
     """An intrinsic computing ``n_rows`` output rows of a 3x3 window.
 
-    ``run(a, ao, x, xo, cu, w, wk, b, bo, n_pix, n_ch)`` sets, for pixels ``p < n_pix`` and
-    channels ``c < n_ch`` (``n_ch`` at least one vector: 8 float32 or 4 float64),
-    ``a[ao[h] + p*n_ch + c] = b[bo + c] + sum_{t,u} x[xo[h*shift + t] + cu[u] + p*n_ch + c]
+    ``run(a, ao, x, xo, cu, x_step, w, wk, b, bo, n_pix, n_ch)`` sets, for pixels ``p < n_pix``
+    and channels ``c < n_ch`` (``n_ch`` at least one vector: 8 float32 or 4 float64),
+    ``a[ao[h] + p*n_ch + c] = b[bo + c] + sum_{t,u} x[xo[h*shift + t] + cu[u] + p*x_step + c]
     * w[wk[3t + u] + c]``: output row ``h`` reads source rows ``h*shift`` to ``h*shift + 2`` of
     ``xo`` (int64 offsets, as ``ao``, ``cu`` and ``wk``). For each pixel, the channels go one
     vector at a time (the last vector overlaps the one before when ``n_ch`` is not a multiple of
@@ -144,17 +145,17 @@ def _window_rows(n_rows: int, shift: int):
     n_src = (n_rows - 1) * shift + 3
 
     @intrinsic
-    def run(typingctx, a, ao, x, xo, cu, w, wk, b, bo, n_pix, n_ch):
-        sig = types.void(a, ao, x, xo, cu, w, wk, b, bo, n_pix, n_ch)
+    def run(typingctx, a, ao, x, xo, cu, x_step, w, wk, b, bo, n_pix, n_ch):
+        sig = types.void(a, ao, x, xo, cu, x_step, w, wk, b, bo, n_pix, n_ch)
 
         def codegen(context, builder, signature, args):
-            a_a, ao_a, x_a, xo_a, cu_a, w_a, wk_a, b_a, bo_v, n_pix_v, n_ch_v = args
+            a_a, ao_a, x_a, xo_a, cu_a, x_step_v, w_a, wk_a, b_a, bo_v, n_pix_v, n_ch_v = args
             arg_types = signature.args
             v = simd.Vectors(context, builder, arg_types[0].dtype)
             lanes = ir.Constant(simd.I64, v.lanes)
-            w_p, wk_p = v.data(w_a, arg_types[5]), v.data(wk_a, arg_types[6])
+            w_p, wk_p = v.data(w_a, arg_types[6]), v.data(wk_a, arg_types[7])
             taps = [v.at(w_p, v.item(wk_p, k)) for k in range(9)]
-            b_p = v.at(v.data(b_a, arg_types[7]), bo_v)
+            b_p = v.at(v.data(b_a, arg_types[8]), bo_v)
             cols = [v.item(v.data(cu_a, arg_types[4]), u) for u in range(3)]
             x_p, xo_p = v.data(x_a, arg_types[2]), v.data(xo_a, arg_types[3])
             rows = [v.at(x_p, v.item(xo_p, r)) for r in range(n_src)]
@@ -164,6 +165,7 @@ def _window_rows(n_rows: int, shift: int):
             n_vec = builder.sdiv(builder.add(last, ir.Constant(simd.I64, 2 * v.lanes - 1)), lanes)
             with cgutils.for_range(builder, n_pix_v) as pixels:
                 pixel = builder.mul(pixels.index, n_ch_v)
+                source = builder.mul(pixels.index, x_step_v)
                 with cgutils.for_range(builder, n_vec) as vectors:
                     c = builder.mul(vectors.index, lanes)
                     c = builder.select(builder.icmp_signed("<", c, last), c, last)
@@ -171,7 +173,7 @@ def _window_rows(n_rows: int, shift: int):
                     weights = [v.load(tap, c) for tap in taps]
                     acc = [v.load(b_p, c)] * n_rows
                     for r in range(n_src):  # each source vector feeds the rows that read it
-                        row = v.at(rows[r], at)
+                        row = v.at(rows[r], builder.add(source, c))
                         for u in range(3):
                             s = v.load(row, cols[u])
                             for h in range(n_rows):
@@ -194,9 +196,10 @@ _two_rows = _window_rows(2, 3)
 
 
 @kernel(internal=True)
-def _check_rows(a, ao, n_rows, x, xo, cu, w, wk, b, bo, n_pix, n_ch):
+def _check_rows(a, ao, n_rows, x, xo, cu, x_step, w, wk, b, bo, n_pix, n_ch):
     """Raise IndexError unless every element that a ``_window_rows`` run touches is in bounds."""
     span = n_pix * n_ch
+    x_span = (n_pix - 1) * x_step + n_ch
     ok = n_ch * a.itemsize >= simd.VECTOR_BYTES and 0 <= bo and bo + n_ch <= b.shape[0]
     for k in range(9):
         ok = ok and 0 <= wk[k] and wk[k] + n_ch <= w.shape[0]
@@ -204,16 +207,17 @@ def _check_rows(a, ao, n_rows, x, xo, cu, w, wk, b, bo, n_pix, n_ch):
         ok = ok and 0 <= ao[h] and ao[h] + span <= a.shape[0]
     for r in range(6):
         for u in range(3):
-            ok = ok and 0 <= xo[r] + cu[u] and xo[r] + cu[u] + span <= x.shape[0]
+            ok = ok and 0 <= xo[r] + cu[u] and xo[r] + cu[u] + x_span <= x.shape[0]
     if not ok:
         raise IndexError("depthwise kernel: a run would read or write out of bounds")
 
 
 @kernel(internal=True)
-def _rows_3x3(a, a_off, n_rows, b, bo, x, xo, c_off, w, wo, n_ch, q_lo, q_hi, nq, scratch):
+def _rows_3x3(a, a_off, n_rows, b, bo, x, xo, c_off, x_step, w, wo, n_ch, q_lo, q_hi, nq,
+              scratch):
     """``n_rows`` (4 or 2) output rows of a 3x3 window, all their row taps inside the source.
 
-    Row ``h``'s tap ``(t, u)`` reads ``x[xo[h, 3t+u] + q*n_ch + c]`` for pixel ``q`` and channel
+    Row ``h``'s tap ``(t, u)`` reads ``x[xo[h, 3t+u] + q*x_step + c]`` for pixel ``q`` and channel
     ``c``, with weight ``w[wo + (3t+u)*n_ch + c]``, where the pixel is inside the source
     (``q_lo[u] <= q < q_hi[u]``); ``w[wo + 9*n_ch:]`` holds ``n_ch`` zeros. Four rows: their
     source rows are six consecutive rows; two rows: any. The pixels where every tap reads inside
@@ -236,21 +240,21 @@ def _rows_3x3(a, a_off, n_rows, b, bo, x, xo, c_off, w, wo, n_ch, q_lo, q_hi, nq
             for t in range(3):
                 wk[3 * t + u] = wo + (3 * t + u if ok else 9) * n_ch
         for t in range(3):
-            rows[t] = xo[0, 3 * t] - c_off[0] + q * n_ch
+            rows[t] = xo[0, 3 * t] - c_off[0] + q * x_step
             rows[3 + t] = (xo[1 if n_rows == 2 else t + 1, 6 if n_rows == 4 else 3 * t]
-                           - c_off[0] + q * n_ch)
+                           - c_off[0] + q * x_step)
         for h in range(n_rows):
             ao[h] = a_off[h] + q * n_ch
         if inside < 0:  # no tap reads inside: point every tap at the row start (in bounds)
             for r in range(6):
-                rows[r] -= q * n_ch
+                rows[r] -= q * x_step
             cu[0] = cu[1] = cu[2] = 0
         if simd.CHECK_BOUNDS:
-            _check_rows(a, ao, n_rows, x, rows, cu, w, wk, b, bo, end - q, n_ch)
+            _check_rows(a, ao, n_rows, x, rows, cu, x_step, w, wk, b, bo, end - q, n_ch)
         if n_rows == 4:
-            _four_rows(a, ao, x, rows, cu, w, wk, b, bo, end - q, n_ch)
+            _four_rows(a, ao, x, rows, cu, x_step, w, wk, b, bo, end - q, n_ch)
         else:
-            _two_rows(a, ao, x, rows, cu, w, wk, b, bo, end - q, n_ch)
+            _two_rows(a, ao, x, rows, cu, x_step, w, wk, b, bo, end - q, n_ch)
         q = end
 
 
@@ -323,11 +327,14 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         slot_len = n_used * split_len
         split = np.empty(n_slots * slot_len, dst.dtype)
         held = np.full(n_slots, -1, np.int64)  # the source row each slot holds
-        x = src[n].reshape(-1) if ssw == 1 else split
-        # column taps' offsets within a (split) row
+        x_src = src[n].reshape(-1)
+        x = x_src if ssw == 1 else split  # the single rows' source
+        # column taps' offsets within a source row (the runs' source) and within a split row
+        c_src = np.empty(nu, np.int64)
         c_off = np.empty(nu, np.int64)
         for u in range(nu):
-            c_off[u] = c_shift[u] * n_ch + (phase_of[u] * split_len if ssw > 1 else 0)
+            c_src[u] = (toffs[tw + u] - left) * n_ch
+            c_off[u] = c_shift[u] * n_ch + phase_of[u] * split_len if ssw > 1 else c_src[u]
         # several rows at a time for a 3x3 window on at least one vector of channels: four when
         # their source rows are consecutive (stride 1, no dilation), else two
         three = nt == 3 and nu == 3 and n_ch * dst.itemsize >= simd.VECTOR_BYTES
@@ -362,14 +369,16 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     r = (m + h) * ssh + toffs[th + t] - top
                     if r < 0 or r >= height:
                         continue
-                    slot = 0 if ssw == 1 else (r % n_slots if by_row else h * nt + t)
-                    if ssw > 1 and held[slot] != r:
-                        _split_row(split, slot * slot_len, split_len, src[n, r], ssw, n_ch,
-                                   used[:n_used])
-                        held[slot] = r
-                    row = r * width * n_ch if ssw == 1 else slot * slot_len
+                    row, cols = r * width * n_ch, c_src
+                    if ssw > 1 and n_rows == 1:  # runs read src itself, single rows split rows
+                        slot = r % n_slots if by_row else h * nt + t
+                        if held[slot] != r:
+                            _split_row(split, slot * slot_len, split_len, src[n, r], ssw, n_ch,
+                                       used[:n_used])
+                            held[slot] = r
+                        row, cols = slot * slot_len, c_off
                     for u in range(nu):
-                        xo[h, n_taps] = row + c_off[u]
+                        xo[h, n_taps] = row + cols[u]
                         wo[n_taps] = ws + (t * nu + u) * tile
                         n_taps += 1
             for j in range(mult):
@@ -379,8 +388,8 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                 else (h * mult + j) * row_len)
                 w_j = j * nt * nu * tile
                 if n_rows > 1:
-                    _rows_3x3(a, a_off, n_rows, bias, j * tile, x, xo, c_off, w_runs,
-                              j * 10 * n_ch, n_ch, q_lo, q_hi, nq, scratch)
+                    _rows_3x3(a, a_off, n_rows, bias, j * tile, x_src, xo, c_src, ssw * n_ch,
+                              w_runs, j * 10 * n_ch, n_ch, q_lo, q_hi, nq, scratch)
                 else:
                     _interior(a, a_off[0], b[j], x, xo[0], w, wo, w_j, n_taps, qa * n_ch,
                               qb * n_ch, slot_x, slot_w)
