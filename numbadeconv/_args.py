@@ -59,31 +59,38 @@ def _key(value):
     raise TypeError("no key")
 
 
-def memoised(func):
-    """Memoise ``func`` (pure, small arguments) on :func:`_key` of its arguments.
+def memoised(trusted: int = 0):
+    """Memoise a pure function of small arguments on :func:`_key` of its arguments.
 
-    Calls with arguments that have no key (arrays, say) are not memoised; exceptions are never
-    cached, so a bad call costs its full validation every time and leaves nothing behind.
+    Its first ``trusted`` arguments must be array shapes and dtypes (``ndarray.shape``, a tuple of
+    Python ints, and ``ndarray.dtype``): type-exact already, they are their own keys. Calls with
+    arguments that have no key (arrays, say) are not memoised; exceptions are never cached, so a
+    bad call costs its full validation every time and leaves nothing behind.
     """
-    cache: dict = {}
 
-    @functools.wraps(func)
-    def wrapper(*args):
-        try:
-            key = tuple([a if type(a) in _PLAIN else _key(a) for a in args])
-        except TypeError:
-            return func(*args)
-        try:
-            return cache[key]
-        except KeyError:
-            pass
-        result = func(*args)
-        if len(cache) >= 1024:
-            cache.clear()
-        cache[key] = result
-        return result
+    def decorate(func):
+        cache: dict = {}
 
-    return wrapper
+        @functools.wraps(func)
+        def wrapper(*args):
+            try:
+                key = args[:trusted] + tuple([a if type(a) in _PLAIN else _key(a)
+                                              for a in args[trusted:]])
+            except TypeError:
+                return func(*args)
+            try:
+                return cache[key]
+            except KeyError:
+                pass
+            result = func(*args)
+            if len(cache) >= 1024:
+                cache.clear()
+            cache[key] = result
+            return result
+
+        return wrapper
+
+    return decorate
 
 
 def _is_int(value) -> bool:
@@ -219,6 +226,9 @@ def rank4(name: str, shape) -> None:
 
 def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
     """(dtype the kernels compute in, dtype of the result): float16 is computed in float32."""
+    first = arrays[0].dtype
+    if first in _NATIVE_COMPUTE and all(a.dtype == first for a in arrays[1:]):
+        return first, first
     dtypes = {a.dtype for a in arrays}
     if len(dtypes) == 1 and (only := dtypes.pop()) in _NATIVE_COMPUTE:
         return only, only
@@ -236,9 +246,11 @@ def prepared(array: np.ndarray, dtype: np.dtype, nhwc: bool,
     """
     if not nhwc:
         array = array.transpose(0, 2, 3, 1)
-    if not (array.flags.c_contiguous and array.flags.writeable and array.dtype == dtype):
-        check_output_bytes(f"a C-contiguous {np.dtype(dtype).name} copy of {name}", array.shape,
-                           np.dtype(dtype).itemsize)
+    flags = array.flags
+    if flags.c_contiguous and flags.writeable and array.dtype == dtype:
+        return array
+    check_output_bytes(f"a C-contiguous {np.dtype(dtype).name} copy of {name}", array.shape,
+                       np.dtype(dtype).itemsize)
     out = np.ascontiguousarray(array, dtype=dtype)
     if not out.flags.writeable:
         out = out.copy()

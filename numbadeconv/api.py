@@ -136,14 +136,14 @@ def conv2d(
     w = _args.float_array("filters", filters)
     dtype, result = _args.compute_dtype(x, w)
     nhwc, stride, dilation, pad, out_hw, groups = _conv2d_geometry(
-        x.shape, w.shape, strides, padding, data_format, dilations, dtype)
+        x.shape, w.shape, dtype, strides, padding, data_format, dilations)
     out = _engine.conv2d(_args.prepared(x, dtype, nhwc), _args.prepared(w, dtype, True), stride,
                          dilation, pad, out_hw, groups, _jit.resolve_threads(threads))
     return _finish(out, result, nhwc)
 
 
-@_args.memoised
-def _conv2d_geometry(x_shape, w_shape, strides, padding, data_format, dilations, dtype):
+@_args.memoised(trusted=3)
+def _conv2d_geometry(x_shape, w_shape, dtype, strides, padding, data_format, dilations):
     """Validated settings of a conv2d: (nhwc, stride, dilation, pad, out_hw, groups)."""
     nhwc = _args.channels_last(data_format)
     _args.rank4("input", x_shape)
@@ -166,17 +166,17 @@ def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding
     w = _args.float_array("filters", filters)
     dtype, result = _args.compute_dtype(y, w)
     nhwc, stride, dilation, pad, in_hw, groups = _input_grad_geometry(
-        shape_name, output_shape, w.shape, dy_name, y.shape, strides, padding, data_format,
-        dilations, dtype)
+        y.shape, w.shape, dtype, shape_name, output_shape, dy_name, strides, padding, data_format,
+        dilations)
     out = _engine.conv2d_input_grad(_args.prepared(y, dtype, nhwc), _args.prepared(w, dtype, True),
                                     in_hw, stride, dilation, pad, groups,
                                     _jit.resolve_threads(threads))
     return _finish(out, result, nhwc)
 
 
-@_args.memoised
-def _input_grad_geometry(shape_name, output_shape, w_shape, dy_name, y_shape, strides, padding,
-                         data_format, dilations, dtype):
+@_args.memoised(trusted=3)
+def _input_grad_geometry(y_shape, w_shape, dtype, shape_name, output_shape, dy_name, strides,
+                         padding, data_format, dilations):
     """Validated settings of a transpose: (nhwc, stride, dilation, pad, out_hw, groups)."""
     nhwc = _args.channels_last(data_format)
     _args.rank4(dy_name, y_shape)
@@ -334,15 +334,15 @@ def conv2d_backprop_filter(
     dy = _args.float_array("out_backprop", out_backprop)
     dtype, result = _args.compute_dtype(x, dy)
     nhwc, stride, dilation, pad, kernel_hw, groups = _filter_grad_geometry(
-        x.shape, filter_sizes, dy.shape, strides, padding, data_format, dilations)
+        x.shape, dy.shape, filter_sizes, strides, padding, data_format, dilations)
     out = _engine.conv2d_filter_grad(_args.prepared(x, dtype, nhwc),
                                      _args.prepared(dy, dtype, nhwc), kernel_hw, stride, dilation,
                                      pad, groups, _jit.resolve_threads(threads))
     return _finish(out, result, True)
 
 
-@_args.memoised
-def _filter_grad_geometry(x_shape, filter_sizes, dy_shape, strides, padding, data_format,
+@_args.memoised(trusted=2)
+def _filter_grad_geometry(x_shape, dy_shape, filter_sizes, strides, padding, data_format,
                           dilations):
     """Validated settings of a filter gradient: (nhwc, stride, dilation, pad, kernel_hw, groups)."""
     nhwc = _args.channels_last(data_format)
