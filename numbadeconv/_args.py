@@ -238,23 +238,37 @@ def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
 
 def prepared(array: np.ndarray, dtype: np.dtype, nhwc: bool,
              name: str = "an input") -> np.ndarray:
-    """An NHWC, C-contiguous, writeable, native ``dtype`` array with ``array``'s values.
+    """``array``'s values as the engine takes them: native ``dtype``, writeable, NHWC-indexed.
 
-    Copies only when needed; read-only arrays are copied so that every call hits the same
-    compiled kernel (Numba specialises on read-only arrays). A copy larger than the machine's
-    memory (say of a zero-stride ``np.broadcast_to`` view) is refused with ValueError first.
+    NHWC (``nhwc``) arrays come back C-contiguous. NCHW arrays come back as an NHWC view
+    (``transpose(0, 2, 3, 1)``): of a C-contiguous NHWC buffer when ``array`` is one (PyTorch's
+    ``channels_last``), else of a C-contiguous NCHW array, which the engine converts while it
+    copies (pads) its input. Copies only when needed; read-only arrays are copied so that every
+    call hits the same compiled kernel (Numba specialises on read-only arrays). A copy larger
+    than the machine's memory (say of a zero-stride ``np.broadcast_to`` view) is refused with
+    ValueError first.
     """
     if not nhwc:
-        array = array.transpose(0, 2, 3, 1)
+        view = array.transpose(0, 2, 3, 1)
+        if _ready(view, dtype):
+            return view
+        return _ready_copy(array, dtype, name).transpose(0, 2, 3, 1)
+    return _ready_copy(array, dtype, name)
+
+
+def _ready(array: np.ndarray, dtype: np.dtype) -> bool:
     flags = array.flags
-    if flags.c_contiguous and flags.writeable and array.dtype == dtype:
+    return flags.c_contiguous and flags.writeable and array.dtype == dtype
+
+
+def _ready_copy(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """``array`` if it is C-contiguous, writeable and of ``dtype``, else such a copy."""
+    if _ready(array, dtype):
         return array
     check_output_bytes(f"a C-contiguous {np.dtype(dtype).name} copy of {name}", array.shape,
                        np.dtype(dtype).itemsize)
     out = np.ascontiguousarray(array, dtype=dtype)
-    if not out.flags.writeable:
-        out = out.copy()
-    return out
+    return out if out.flags.writeable else out.copy()
 
 
 def groups_of(in_channels: int, filter_in: int, filter_out: int, what: str,

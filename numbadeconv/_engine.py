@@ -78,16 +78,22 @@ _CORRELATE = {
 }
 _FILTER_GRAD = {False: _filter_grad.filter_grad_serial, True: _filter_grad.filter_grad_parallel}
 _PAD = {False: copies.pad_serial, True: copies.pad_parallel}
+_PAD_CHANNELS_FIRST = {False: copies.pad_channels_first_serial,
+                       True: copies.pad_channels_first_parallel}
+_CHANNELS_FIRST = {False: copies.channels_first_serial, True: copies.channels_first_parallel}
 _PACK = {False: copies.pack_serial, True: copies.pack_parallel}
 
 
-def _threads_for(threads: int | None, macs: int) -> int:
-    """Threads a call of ``macs`` multiply-adds runs on (1: the serial kernels).
+def _threads_for(threads: int | None, macs: int, minimum: int | None = None) -> int:
+    """Threads a call of ``macs`` multiply-adds (or a copy of that many elements) runs on.
 
-    ``threads`` None means Numba's current setting, asked only when the call is large enough.
-    Serial also in a child forked from a GNU OpenMP process (see :func:`_jit.parallel_allowed`).
+    1 (the serial kernels) below ``minimum`` (default PARALLEL_MIN_MACS). ``threads`` None means
+    Numba's current setting, asked only when the call is large enough. Serial also in a child
+    forked from a GNU OpenMP process (see :func:`_jit.parallel_allowed`).
     """
-    if macs < PARALLEL_MIN_MACS or threads == 1 or not _jit.parallel_allowed():
+    if minimum is None:
+        minimum = PARALLEL_MIN_MACS
+    if macs < minimum or threads == 1 or not _jit.parallel_allowed():
         return 1
     return numba.get_num_threads() if threads is None else threads
 
@@ -107,18 +113,42 @@ def _launch(kernels, threads: int, n_jobs: int, *args) -> None:
 def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int) -> np.ndarray:
     """``a`` ``[N, H, W, C]`` placed at (top, left) in a zero ``[N, height, width, C]`` frame.
 
-    The result has its last two axes merged; ``frame`` None means ``a`` itself (no padding).
-    The copy runs on ``threads`` threads.
+    ``a`` is C-contiguous, or the NHWC view of a C-contiguous NCHW array (``data_format="NCHW"``):
+    its copy then converts the layout in the same pass. The result is C-contiguous with its last
+    two axes merged; ``frame`` None means ``a``'s own size (``a`` itself, when C-contiguous). The
+    copy runs on up to ``threads`` threads.
     """
     n, h, w, c = a.shape
+    channels_first = not a.flags.c_contiguous
     if frame is None:
-        return a.reshape(n, h, w * c)
+        if not channels_first:
+            return a.reshape(n, h, w * c)
+        frame = (0, 0, h, w)
     top, left, height, width = frame
     _args.check_output_bytes("the zero-padded copy of the input that this padding, dilation and "
                              "stride need", (n, height, width, c), a.itemsize)
     out = np.empty((n, height, width * c), a.dtype)
-    _launch(_PAD, threads if n * height * width * c >= PARALLEL_MIN_COPY else 1, n * height,
-            a.reshape(n, h, w * c), out, top, left * c)
+    copy_threads = _threads_for(threads, out.size, PARALLEL_MIN_COPY)
+    if channels_first:
+        _launch(_PAD_CHANNELS_FIRST, copy_threads, n * height, a.transpose(0, 3, 1, 2), out, top,
+                left)
+    else:
+        _launch(_PAD, copy_threads, n * height, a.reshape(n, h, w * c), out, top, left * c)
+    return out
+
+
+def channels_first(a: np.ndarray, threads: int | None) -> np.ndarray:
+    """``a`` ``[N, H, W, C]`` (C-contiguous) as a C-contiguous ``[N, C, H, W]`` array.
+
+    The layout conversion of an NCHW result, on up to ``threads`` threads (None: Numba's
+    setting).
+    """
+    n, h, w, c = a.shape
+    out = np.empty((n, c, h, w), a.dtype)
+    if a.size:
+        blocks = -(-(h * w) // copies.CONVERT_PIXELS)
+        _launch(_CHANNELS_FIRST, _threads_for(threads, a.size, PARALLEL_MIN_COPY), n * blocks,
+                a.reshape(n, h * w, c), out.reshape(n, c, h * w))
     return out
 
 
@@ -414,7 +444,7 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         cig, _, groups, blocks, width = pack_meta[:5]
         n_packs = groups * blocks * len(bases)
         weights = np.empty(n_packs * cig * width, w.dtype)
-        _launch(_PACK, threads if weights.size >= PARALLEL_MIN_COPY else 1, n_packs, w.ravel(),
+        _launch(_PACK, _threads_for(threads, weights.size, PARALLEL_MIN_COPY), n_packs, w.ravel(),
                 bases, pack_meta, weights)
     elif plan.weight_index is None:
         weights = w.ravel()
@@ -489,9 +519,11 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
 
 
 def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Execute ``plan`` on ``x`` and ``dy`` (NHWC)."""
+    """Execute ``plan`` on ``x`` and ``dy`` (NHWC, each as :func:`_padded` takes it)."""
     if plan.slabs == 0:
         return np.zeros(plan.out_shape, x.dtype)
+    if not dy.flags.c_contiguous:  # the NHWC view of an NCHW array: convert it
+        dy = _padded(dy, None, plan.threads).reshape(dy.shape)
     part = np.empty((plan.slabs, *plan.out_shape), x.dtype)
     fh, fw, cig, _ = plan.out_shape
     n_jobs = plan.slabs * fh * fw * plan.meta[5] * -(-cig // _filter_grad.BLOCK)
@@ -560,9 +592,13 @@ def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
                           types.Array(i64, 2, "C"), ints, ints, types.Array(f, 1, "C"))
         grad_args = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"), ints)
         pad_args = (types.Array(f, 3, "C"), types.Array(f, 3, "C"), i64, i64)
+        pad_nchw_args = (types.Array(f, 4, "C"), types.Array(f, 3, "C"), i64, i64)
+        nchw_args = (types.Array(f, 3, "C"), types.Array(f, 3, "C"))
         pack_args = (types.Array(f, 1, "C"), ints, ints, types.Array(f, 1, "C"))
         for kernels, args in [*((k, correlate_args) for k in _CORRELATE.values()),
-                              (_FILTER_GRAD, grad_args), (_PAD, pad_args), (_PACK, pack_args)]:
+                              (_FILTER_GRAD, grad_args), (_PAD, pad_args),
+                              (_PAD_CHANNELS_FIRST, pad_nchw_args), (_CHANNELS_FIRST, nchw_args),
+                              (_PACK, pack_args)]:
             kernels[False].compile((*args, i64, i64))
             kernels[True].compile(args)
         timings[dtype.name] = time.perf_counter() - start

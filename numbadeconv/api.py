@@ -38,12 +38,12 @@ Padding = str | Sequence[Sequence[int]]
 _ADJECTIVE = {"height": "high", "width": "wide"}
 
 
-def _finish(out: np.ndarray, result_dtype: np.dtype, nhwc: bool) -> np.ndarray:
-    if out.dtype != result_dtype:
-        out = out.astype(result_dtype)
+def _finish(out: np.ndarray, result_dtype: np.dtype, nhwc: bool,
+            threads: int | None) -> np.ndarray:
+    """The engine's NHWC result in the caller's data_format and dtype."""
     if not nhwc:
-        out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
-    return out
+        out = _engine.channels_first(out, threads)
+    return out.astype(result_dtype, copy=False)
 
 
 def _nhwc(shape, nhwc: bool) -> tuple[int, int, int, int]:
@@ -137,9 +137,10 @@ def conv2d(
     dtype, result = _args.compute_dtype(x, w)
     nhwc, stride, dilation, pad, out_hw, groups = _conv2d_geometry(
         x.shape, w.shape, dtype, strides, padding, data_format, dilations)
+    threads = _jit.resolve_threads(threads)
     out = _engine.conv2d(_args.prepared(x, dtype, nhwc), _args.prepared(w, dtype, True), stride,
-                         dilation, pad, out_hw, groups, _jit.resolve_threads(threads))
-    return _finish(out, result, nhwc)
+                         dilation, pad, out_hw, groups, threads)
+    return _finish(out, result, nhwc, threads)
 
 
 @_args.memoised(trusted=3)
@@ -168,10 +169,10 @@ def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding
     nhwc, stride, dilation, pad, in_hw, groups = _input_grad_geometry(
         y.shape, w.shape, dtype, shape_name, output_shape, dy_name, strides, padding, data_format,
         dilations)
+    threads = _jit.resolve_threads(threads)
     out = _engine.conv2d_input_grad(_args.prepared(y, dtype, nhwc), _args.prepared(w, dtype, True),
-                                    in_hw, stride, dilation, pad, groups,
-                                    _jit.resolve_threads(threads))
-    return _finish(out, result, nhwc)
+                                    in_hw, stride, dilation, pad, groups, threads)
+    return _finish(out, result, nhwc, threads)
 
 
 @_args.memoised(trusted=3)
@@ -338,7 +339,7 @@ def conv2d_backprop_filter(
     out = _engine.conv2d_filter_grad(_args.prepared(x, dtype, nhwc),
                                      _args.prepared(dy, dtype, nhwc), kernel_hw, stride, dilation,
                                      pad, groups, _jit.resolve_threads(threads))
-    return _finish(out, result, True)
+    return _finish(out, result, True, None)
 
 
 @_args.memoised(trusted=2)

@@ -94,16 +94,18 @@ def _channels_last(x: np.ndarray) -> bool:
     return x.transpose(0, 2, 3, 1).flags.c_contiguous and not x.flags.c_contiguous
 
 
-def _finish(out: np.ndarray, result: np.dtype, unbatched: bool,
-            channels_last: bool) -> np.ndarray:
+def _finish(out: np.ndarray, result: np.dtype, unbatched: bool, channels_last: bool,
+            threads: int | None) -> np.ndarray:
     """NHWC engine result -> NCHW (or CHW) array of the result dtype.
 
     C-contiguous, or, when the input was ``channels_last``, an NCHW view of the NHWC result (no
     copy), as PyTorch keeps the memory format of its input.
     """
-    out = out.astype(result, copy=False).transpose(0, 3, 1, 2)
-    if not channels_last:
-        out = np.ascontiguousarray(out)
+    if channels_last:
+        out = out.transpose(0, 3, 1, 2)
+    else:
+        out = _engine.channels_first(out, threads)
+    out = out.astype(result, copy=False)
     return out[0] if unbatched else out
 
 
@@ -227,7 +229,7 @@ def conv2d(
     out = _engine.conv2d(_args.prepared(x, dtype, False), _engine_weight(w, dtype), stride,
                          dilation, pad, tuple(out_hw), groups, threads,
                          bias=_bias_for_engine(b, dtype))
-    return _finish(out, result, unbatched, _channels_last(x))
+    return _finish(out, result, unbatched, _channels_last(x), threads)
 
 
 def conv_transpose2d(
@@ -344,4 +346,4 @@ def conv_transpose2d(
     out = _engine.conv2d_input_grad(_args.prepared(x, dtype, False), _engine_weight(w, dtype),
                                     tuple(out_hw), stride, dilation, pad, groups, threads,
                                     bias=_bias_for_engine(b, dtype))
-    return _finish(out, result, unbatched, _channels_last(x))
+    return _finish(out, result, unbatched, _channels_last(x), threads)

@@ -177,3 +177,46 @@ def test_depthwise_rows_span_several_tiles():
     plan = _engine.plan_conv2d((1, 7, 120, 40), (3, 3, 1, 40), (1, 1), (1, 1), (1, 1), (7, 120),
                                40)
     assert plan.kind == "depthwise" and plan.meta[13] < 120 * 40
+
+
+# NCHW: the input's layout conversion runs in the padded copy (or alone, for the kernels that read
+# the input unpadded) and the result's in a conversion of its own; both in vector tiles of 8
+# (float32) or 4 (float64) channels x pixels, then the channels and pixels past the tiles.
+NCHW = [
+    # (x shape NCHW, filter shape, stride, padding)
+    ((2, 16, 9, 19), (3, 3, 16, 12), 1, "SAME"),  # tiled/outer, padded: conversion in the pad
+    ((1, 20, 8, 8), (2, 2, 20, 9), 2, "VALID"),  # no padding: a conversion alone
+    ((2, 12, 10, 11), (3, 3, 1, 12), 2, "SAME"),  # depthwise: reads the converted input
+    ((2, 3, 7, 5), (3, 3, 3, 2), 1, "SAME"),  # fewer channels than a tile
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", NCHW, ids=str)
+def test_nchw_layout_conversions(case, dtype, mode, monkeypatch):
+    if mode > 1:
+        monkeypatch.setattr(_engine, "PARALLEL_MIN_COPY", 0)
+    x_shape, w_shape, stride, padding = case
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    to_nhwc = (0, 2, 3, 1)
+    y = nd.conv2d(x, w, stride, padding, data_format="NCHW", threads=threads)
+    assert y.flags.c_contiguous and y.dtype == dtype
+    y_nhwc = nd.conv2d(np.ascontiguousarray(x.transpose(to_nhwc)), w, stride, padding,
+                       threads=threads)
+    np.testing.assert_array_equal(y, y_nhwc.transpose(0, 3, 1, 2))
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy_nhwc = np.ascontiguousarray(dy.transpose(to_nhwc))
+    dx = nd.conv2d_transpose(dy, w, x_shape, stride, padding, data_format="NCHW",
+                             threads=threads)
+    assert dx.flags.c_contiguous
+    np.testing.assert_array_equal(
+        dx, nd.conv2d_transpose(dy_nhwc, w, dx.transpose(to_nhwc).shape, stride, padding,
+                                threads=threads).transpose(0, 3, 1, 2))
+    dw = nd.conv2d_backprop_filter(x, w_shape, dy, stride, padding, data_format="NCHW",
+                                   threads=threads)
+    np.testing.assert_array_equal(
+        dw, nd.conv2d_backprop_filter(np.ascontiguousarray(x.transpose(to_nhwc)), w_shape,
+                                      dy_nhwc, stride, padding, threads=threads))

@@ -7,10 +7,13 @@ vectors (AVX2: 8 float32 or 4 float64 lanes), unaligned loads and stores at elem
 an array, fused multiply-adds.
 """
 
+import functools
+
 import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.extending import intrinsic
 
 #: Bytes per vector register (AVX2; the 16 ``ymm`` registers the micro-kernels are sized for).
 VECTOR_BYTES = 32
@@ -74,3 +77,47 @@ class Vectors:
         first = self.builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
         return self.builder.shuffle_vector(
             first, undef, ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes))
+
+
+def _shuffle(builder, a, b, mask):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), len(mask)),
+                                                    mask))
+
+
+def _transposed(builder, rows: list, lanes: int) -> list:
+    """The columns of the ``lanes`` x ``lanes`` tile whose rows are the vectors ``rows``."""
+    sh = functools.partial(_shuffle, builder)
+    if lanes == 4:  # float64
+        t = [sh(rows[i], rows[i + 1], m) for i in (0, 2) for m in ([0, 4, 2, 6], [1, 5, 3, 7])]
+        return [sh(t[0], t[2], [0, 1, 4, 5]), sh(t[1], t[3], [0, 1, 4, 5]),
+                sh(t[0], t[2], [2, 3, 6, 7]), sh(t[1], t[3], [2, 3, 6, 7])]
+    # float32: interleave pairs of rows, then pairs of pairs, then the 128-bit halves
+    lo, hi = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+    t = [sh(rows[i], rows[i + 1], m) for i in (0, 2, 4, 6) for m in (lo, hi)]
+    lo2, hi2 = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+    u = [sh(t[i], t[i + 2], m) for i in (0, 1, 4, 5) for m in (lo2, hi2)]
+    # u[j] (j < 4): columns j and j + 4 of rows 0-3; u[4 + j]: the same of rows 4-7
+    low, high = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
+    return ([sh(u[j], u[4 + j], low) for j in range(4)]
+            + [sh(u[j], u[4 + j], high) for j in range(4)])
+
+
+@intrinsic
+def transpose_tile(typingctx, src, s0, s_step, dst, d0, d_step):
+    """``dst[d0 + j*d_step + i] = src[s0 + i*s_step + j]`` for ``i, j < lanes``: one vector tile.
+
+    ``lanes`` is 8 for float32, 4 for float64 (:func:`lanes`); all offsets must be in bounds.
+    """
+    sig = types.void(src, s0, s_step, dst, d0, d_step)
+
+    def codegen(context, builder, signature, args):
+        src_a, s0_v, s_step_v, dst_a, d0_v, d_step_v = args
+        v = Vectors(context, builder, signature.args[0].dtype)
+        s_p = v.at(v.data(src_a, signature.args[0]), s0_v)
+        d_p = v.at(v.data(dst_a, signature.args[3]), d0_v)
+        rows = [v.load(s_p, builder.mul(s_step_v, ir.Constant(I64, i))) for i in range(v.lanes)]
+        for j, column in enumerate(_transposed(builder, rows, v.lanes)):
+            v.store(column, d_p, builder.mul(d_step_v, ir.Constant(I64, j)))
+        return context.get_dummy_value()
+
+    return sig, codegen
