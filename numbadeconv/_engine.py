@@ -417,8 +417,8 @@ def _blocked_meta(plan: CorrelationPlan, threads: int) -> tuple[np.ndarray, int]
         chunk = -(-blocks // min(blocks, max(1, -(-wanted // jobs))))
     elif threads > 1:
         rows = max(1, min(rows, n_images * n_phases * m_max // wanted))
-    if plan.kind == "depthwise" and rows > 4:
-        rows -= rows % 4  # it computes up to four rows per pass
+    if plan.kind == "depthwise" and rows > 8:
+        rows -= rows % 8  # it computes up to eight rows per pass
     meta = plan.meta.copy()
     meta[6] = -(-m_max // rows)
     meta[7] = rows

@@ -111,12 +111,13 @@ def test_cases_cover_every_kernel():
             ("depthwise", False), ("rowwise", False)} <= kinds
 
 
-# The depthwise kernel's own paths: four rows at a time (3x3, stride 1), two rows (3x3 with a
-# stride or dilation), in vector runs whose last channel vector overlaps the one before (channels
-# not a multiple of the lanes) or one row at a time (fewer channels than a vector; other windows:
-# 9, 3 and 1 taps per pass), split source rows (column stride > 1), rows longer than a weight
-# tile, edge pixels, rows and pixels that no tap reaches, a channel multiplier (row buffer), and
-# transposes (output column stride > 1); in float64 (4 lanes) and float32 (8 lanes).
+# The depthwise kernel's own paths: vector runs of four rows (3x3, stride 1), two rows (3x3 with a
+# stride or dilation) or eight rows (other windows), whose last channel vector overlaps the one
+# before (channels not a multiple of the lanes); one row at a time (fewer channels than a vector,
+# rows near the top and bottom: 9, 3 and 1 taps per pass) over split source rows (column stride
+# > 1); rows longer than a weight tile, edge pixels, rows and pixels that no tap reaches, a
+# channel multiplier (row buffer), and transposes (output column stride > 1); in float64 (4
+# lanes) and float32 (8 lanes).
 DEPTHWISE = [
     # (x shape, kernel, multiplier, stride, dilation, padding)
     ((2, 11, 9, 5), 3, 1, 1, 1, "SAME"),
@@ -135,6 +136,9 @@ DEPTHWISE = [
     ((1, 6, 110, 40), 5, 2, 1, 1, "VALID"),
     # found by the fuzz: transpose phases with no row or no column taps (all bias)
     ((1, 4, 2, 5), (2, 1), 1, 3, 3, [[0, 0], [1, 3], [1, 2], [0, 0]]),
+    # eight-row runs of other windows: strided, dilated
+    ((2, 20, 11, 9), 5, 1, 2, 1, "SAME"),
+    ((1, 22, 10, 8), (2, 3), 1, 1, 2, "VALID"),
     # channels: fewer than a float32 vector, exactly one, one and a half
     ((2, 10, 9, 6), 3, 1, 1, 1, "SAME"),
     ((1, 11, 10, 8), 3, 1, 1, 1, "SAME"),

@@ -394,8 +394,9 @@ def rows(x):
     for h in range(4):
         for k in range(9):
             xo[h, k] = (h + k // 3) * 80 + c_off[k % 3]
-    depthwise._rows_3x3(a, np.array([0, 80, 160, 240]), 4, b, 0, x, xo, c_off, 8, w, 0, 8,
-                        np.array([1, 0, 0]), np.array([10, 10, 9]), 10, np.empty(22, np.int64))
+    depthwise._rows(a, np.array([0, 80, 160, 240]), 4, b, 0, x, xo, c_off, 8, w, 0, 8,
+                    np.array([1, 0, 0]), np.array([10, 10, 9]), 10, 3, np.empty(4, np.int64),
+                    np.empty(6, np.int64), np.empty(3, np.int64), np.empty(9, np.int64))
 
 rows(np.zeros(6 * 80, np.float32))
 print("in bounds: ok")

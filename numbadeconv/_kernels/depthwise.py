@@ -188,6 +188,72 @@ def _window_rows(n_rows: int, shift: int):
     return run
 
 
+def _window_any(n_rows: int):
+    """An intrinsic computing ``n_rows`` output rows of any window (``nt`` x ``nu`` taps).
+
+    ``run(a, ao, x, xo, cu, x_step, w, wk, b, bo, n_pix, n_ch, nt, nu)`` sets, for pixels
+    ``p < n_pix`` and channels ``c < n_ch`` (at least one vector),
+    ``a[ao[h] + p*n_ch + c] = b[bo + c] + sum_{t,u} x[xo[h*nt + t] + cu[u] + p*x_step + c]
+    * w[wk[t*nu + u] + c]``. Per pixel and channel vector the accumulators of the rows stay in
+    registers; each tap's weight vector is loaded once for all rows.
+    """
+
+    @intrinsic
+    def run(typingctx, a, ao, x, xo, cu, x_step, w, wk, b, bo, n_pix, n_ch, nt, nu):
+        sig = types.void(a, ao, x, xo, cu, x_step, w, wk, b, bo, n_pix, n_ch, nt, nu)
+
+        def codegen(context, builder, signature, args):
+            (a_a, ao_a, x_a, xo_a, cu_a, x_step_v, w_a, wk_a, b_a, bo_v, n_pix_v, n_ch_v, nt_v,
+             nu_v) = args
+            arg_types = signature.args
+            v = simd.Vectors(context, builder, arg_types[0].dtype)
+            lanes = ir.Constant(simd.I64, v.lanes)
+            w_p, wk_p = v.data(w_a, arg_types[6]), v.data(wk_a, arg_types[7])
+            b_p = v.at(v.data(b_a, arg_types[8]), bo_v)
+            cu_p = v.data(cu_a, arg_types[4])
+            x_p, xo_p = v.data(x_a, arg_types[2]), v.data(xo_a, arg_types[3])
+            a_p, ao_p = v.data(a_a, arg_types[0]), v.data(ao_a, arg_types[1])
+            outs = [v.at(a_p, v.item(ao_p, h)) for h in range(n_rows)]
+            last = builder.sub(n_ch_v, lanes)
+            n_vec = builder.sdiv(builder.add(last, ir.Constant(simd.I64, 2 * v.lanes - 1)), lanes)
+            slots = [cgutils.alloca_once(builder, v.type) for _ in range(n_rows)]
+            with cgutils.for_range(builder, n_pix_v) as pixels:
+                pixel = builder.mul(pixels.index, n_ch_v)
+                source = builder.mul(pixels.index, x_step_v)
+                with cgutils.for_range(builder, n_vec) as vectors:
+                    c = builder.mul(vectors.index, lanes)
+                    c = builder.select(builder.icmp_signed("<", c, last), c, last)
+                    bias = v.load(b_p, c)
+                    for slot in slots:
+                        builder.store(bias, slot)
+                    at = builder.add(source, c)
+                    with cgutils.for_range(builder, nt_v) as taps_t:
+                        t = taps_t.index
+                        rows = [v.at(x_p, builder.add(at, builder.load(builder.gep(
+                            xo_p, [builder.add(builder.mul(ir.Constant(simd.I64, h), nt_v), t)]))))
+                            for h in range(n_rows)]
+                        with cgutils.for_range(builder, nu_v) as taps_u:
+                            u = taps_u.index
+                            k = builder.add(builder.mul(t, nu_v), u)
+                            weight = v.load(v.at(w_p, builder.load(builder.gep(wk_p, [k]))), c)
+                            col = builder.load(builder.gep(cu_p, [u]))
+                            for h, slot in enumerate(slots):
+                                builder.store(v.fma(v.load(rows[h], col), weight,
+                                                    builder.load(slot)), slot)
+                    out_at = builder.add(pixel, c)
+                    for h, slot in enumerate(slots):
+                        v.store(builder.load(slot), outs[h], out_at)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return run
+
+
+#: Four output rows of any window.
+_any_rows = _window_any(8)
+
+
 #: Four output rows from six consecutive source rows (a 3x3 window at stride 1).
 _four_rows = _window_rows(4, 1)
 
@@ -196,62 +262,74 @@ _two_rows = _window_rows(2, 3)
 
 
 @kernel(internal=True)
-def _check_rows(a, ao, n_rows, x, xo, cu, x_step, w, wk, b, bo, n_pix, n_ch):
-    """Raise IndexError unless every element that a ``_window_rows`` run touches is in bounds."""
+def _check_rows(a, ao, n_rows, x, xo, n_src, cu, x_step, w, wk, b, bo, n_pix, n_ch):
+    """Raise IndexError unless every element that a run touches is in bounds.
+
+    The run's source rows are ``xo[:n_src]``, its column offsets ``cu`` and weights ``wk``.
+    """
     span = n_pix * n_ch
     x_span = (n_pix - 1) * x_step + n_ch
     ok = n_ch * a.itemsize >= simd.VECTOR_BYTES and 0 <= bo and bo + n_ch <= b.shape[0]
-    for k in range(9):
+    for k in range(wk.shape[0]):
         ok = ok and 0 <= wk[k] and wk[k] + n_ch <= w.shape[0]
     for h in range(n_rows):
         ok = ok and 0 <= ao[h] and ao[h] + span <= a.shape[0]
-    for r in range(6):
-        for u in range(3):
+    for r in range(n_src):
+        for u in range(cu.shape[0]):
             ok = ok and 0 <= xo[r] + cu[u] and xo[r] + cu[u] + x_span <= x.shape[0]
     if not ok:
         raise IndexError("depthwise kernel: a run would read or write out of bounds")
 
 
 @kernel(internal=True)
-def _rows_3x3(a, a_off, n_rows, b, bo, x, xo, c_off, x_step, w, wo, n_ch, q_lo, q_hi, nq,
-              scratch):
-    """``n_rows`` (4 or 2) output rows of a 3x3 window, all their row taps inside the source.
+def _rows(a, a_off, n_rows, b, bo, x, xo, c_off, x_step, w, wo, n_ch, q_lo, q_hi, nq, nt,
+          ao, rows, cu, wk):
+    """``n_rows`` output rows of an ``nt`` x ``nu`` window, all their row taps inside the source.
 
-    Row ``h``'s tap ``(t, u)`` reads ``x[xo[h, 3t+u] + q*x_step + c]`` for pixel ``q`` and channel
-    ``c``, with weight ``w[wo + (3t+u)*n_ch + c]``, where the pixel is inside the source
-    (``q_lo[u] <= q < q_hi[u]``); ``w[wo + 9*n_ch:]`` holds ``n_ch`` zeros. Four rows: their
-    source rows are six consecutive rows; two rows: any. The pixels where every tap reads inside
+    Row ``h``'s tap ``(t, u)`` reads ``x[xo[h, t*nu + u] + q*x_step + c]`` for pixel ``q`` and
+    channel ``c``, with weight ``w[wo + (t*nu + u)*n_ch + c]``, where the pixel is inside the
+    source (``q_lo[u] <= q < q_hi[u]``); ``w[wo + nt*nu*n_ch:]`` holds ``n_ch`` zeros. A 3x3
+    window takes :func:`_window_rows` runs (four rows: six consecutive source rows; two rows:
+    any), other windows four rows of :func:`_window_any`. The pixels where every tap reads inside
     go in one run; each other pixel in a run of its own, its outside taps pointed at an inside
-    column with the zero weights (the bias alone when no tap reads inside). ``scratch``: 22
-    int64.
+    column with the zero weights (the bias alone when no tap reads inside). Scratch: ``ao`` (4),
+    ``rows`` (at least 6 and ``4*nt``), ``cu`` (``nu``), ``wk`` (``nt*nu``) int64.
     """
-    ao, rows, cu, wk = scratch[0:4], scratch[4:10], scratch[10:13], scratch[13:22]
-    qa, qb = max(q_lo[0], q_lo[1], q_lo[2]), min(q_hi[0], q_hi[1], q_hi[2])
+    nu = cu.shape[0]
+    three = nt == 3 and nu == 3
+    qa, qb = 0, nq
+    for u in range(nu):
+        qa, qb = max(qa, q_lo[u]), min(qb, q_hi[u])
     q = 0
     while q < nq:
         end = max(qb, q + 1) if q == qa else q + 1
         inside = -1  # a column tap that reads inside at pixel q
-        for u in range(3):
+        for u in range(nu):
             if q_lo[u] <= q < q_hi[u]:
                 inside = u
-        for u in range(3):
+        for u in range(nu):
             ok = q_lo[u] <= q < q_hi[u]
-            cu[u] = c_off[u if ok else max(inside, 0)]
-            for t in range(3):
-                wk[3 * t + u] = wo + (3 * t + u if ok else 9) * n_ch
-        for t in range(3):
-            rows[t] = xo[0, 3 * t] - c_off[0] + q * x_step
-            rows[3 + t] = (xo[1 if n_rows == 2 else t + 1, 6 if n_rows == 4 else 3 * t]
-                           - c_off[0] + q * x_step)
+            # no tap inside: every tap reads the row start (in bounds), with zero weights
+            cu[u] = c_off[u if ok else inside] if inside >= 0 else 0
+            for t in range(nt):
+                wk[t * nu + u] = wo + (t * nu + u if ok else nt * nu) * n_ch
+        shift = q * x_step - c_off[0] if inside >= 0 else -c_off[0]
         for h in range(n_rows):
             ao[h] = a_off[h] + q * n_ch
-        if inside < 0:  # no tap reads inside: point every tap at the row start (in bounds)
-            for r in range(6):
-                rows[r] -= q * x_step
-            cu[0] = cu[1] = cu[2] = 0
+        if three:
+            for t in range(3):
+                rows[t] = xo[0, 3 * t] + shift
+                rows[3 + t] = xo[1 if n_rows == 2 else t + 1, 6 if n_rows == 4 else 3 * t] + shift
+        else:
+            for h in range(n_rows):
+                for t in range(nt):
+                    rows[h * nt + t] = xo[h, t * nu] + shift
         if simd.CHECK_BOUNDS:
-            _check_rows(a, ao, n_rows, x, rows, cu, x_step, w, wk, b, bo, end - q, n_ch)
-        if n_rows == 4:
+            _check_rows(a, ao, n_rows, x, rows, 6 if three else n_rows * nt, cu, x_step, w, wk,
+                        b, bo, end - q, n_ch)
+        if not three:
+            _any_rows(a, ao, x, rows, cu, x_step, w, wk, b, bo, end - q, n_ch, nt, nu)
+        elif n_rows == 4:
             _four_rows(a, ao, x, rows, cu, x_step, w, wk, b, bo, end - q, n_ch)
         else:
             _two_rows(a, ao, x, rows, cu, x_step, w, wk, b, bo, end - q, n_ch)
@@ -289,7 +367,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         row_len = nq * n_ch
-        acc = np.empty(0 if direct else 4 * mult * row_len, dst.dtype)
+        acc = np.empty(0 if direct else 8 * mult * row_len, dst.dtype)
         a = d_flat if direct else acc
         # column taps: the split phase and the pixel shift they read, their valid pixels [lo, hi)
         c_phase = np.empty(nu, np.int64)
@@ -335,29 +413,36 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         for u in range(nu):
             c_src[u] = (toffs[tw + u] - left) * n_ch
             c_off[u] = c_shift[u] * n_ch + phase_of[u] * split_len if ssw > 1 else c_src[u]
-        # several rows at a time for a 3x3 window on at least one vector of channels: four when
-        # their source rows are consecutive (stride 1, no dilation), else two
-        three = nt == 3 and nu == 3 and n_ch * dst.itemsize >= simd.VECTOR_BYTES
-        block = 4 if (three and ssh == 1 and ssw == 1 and toffs[th + 1] == toffs[th] + 1
-                      and toffs[th + 2] == toffs[th] + 2) else 2
-        xo = np.empty((4, nt * nu), np.int64)
+        # several rows at a time in vector runs when the channels fill a vector: four, or for a
+        # 3x3 window whose source rows are not consecutive (a stride, a dilation) two; a 3x3
+        # window also takes two rows where four do not fit
+        runs = nt > 0 and nu > 0 and n_ch * dst.itemsize >= simd.VECTOR_BYTES
+        three = nt == 3 and nu == 3
+        block = (8 if not three else 4 if ssh == 1 and toffs[th + 1] == toffs[th] + 1
+                 and toffs[th + 2] == toffs[th] + 2 else 2)
+        xo = np.empty((8, nt * nu), np.int64)
         wo = np.empty(nt * nu, np.int64)
-        a_off = np.empty(4, np.int64)
+        a_off = np.empty(8, np.int64)
         slot_x = np.empty(9, np.uint64)  # scratch for _interior
         slot_w = np.empty(9, np.uint64)
-        scratch = np.empty(22, np.int64)
-        # the weights of the multi-row runs: [mult, 10, n_ch], the 9 taps' channels (the first
-        # n_ch elements of their tiles, which lie a tile apart: the same L1 sets), then zeros
-        w_runs = np.zeros(mult * 10 * n_ch if three else 0, dst.dtype)
-        for j in range(mult if three else 0):
-            for k in range(9):
-                _fill(w_runs, np.uint64((j * 10 + k) * n_ch), w[ws + (j * 9 + k) * tile:], n_ch)
+        run_a = np.empty(8, np.int64)  # scratch for _rows
+        run_x = np.empty(max(6, 8 * nt), np.int64)
+        run_c = np.empty(nu, np.int64)
+        run_w = np.empty(nt * nu, np.int64)
+        # the weights of the runs: [mult, nt*nu + 1, n_ch], the taps' channels (the first n_ch
+        # elements of their tiles, which lie a tile apart: the same L1 sets), then zeros
+        n_w = nt * nu + 1
+        w_runs = np.zeros(mult * n_w * n_ch if runs else 0, dst.dtype)
+        for j in range(mult if runs else 0):
+            for k in range(nt * nu):
+                _fill(w_runs, np.uint64((j * n_w + k) * n_ch),
+                      w[ws + (j * nt * nu + k) * tile:], n_ch)
         m = m_lo
         while m < m_hi:
             # as many rows as the block allows whose taps all read inside src (else one)
             n_rows = 1
-            if three and m * ssh + toffs[th] - top >= 0:
-                for rows in (block, 2):
+            if runs and m * ssh + toffs[th] - top >= 0:
+                for rows in (block, 2 if three else 8):
                     if (m + rows <= m_hi
                             and (m + rows - 1) * ssh + toffs[th + nt - 1] - top < height):
                         n_rows = rows
@@ -388,8 +473,8 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                 else (h * mult + j) * row_len)
                 w_j = j * nt * nu * tile
                 if n_rows > 1:
-                    _rows_3x3(a, a_off, n_rows, bias, j * tile, x_src, xo, c_src, ssw * n_ch,
-                              w_runs, j * 10 * n_ch, n_ch, q_lo, q_hi, nq, scratch)
+                    _rows(a, a_off, n_rows, bias, j * tile, x_src, xo, c_src, ssw * n_ch, w_runs,
+                          j * n_w * n_ch, n_ch, q_lo, q_hi, nq, nt, run_a, run_x, run_c, run_w)
                 else:
                     _interior(a, a_off[0], b[j], x, xo[0], w, wo, w_j, n_taps, qa * n_ch,
                               qb * n_ch, slot_x, slot_w)
