@@ -8,6 +8,8 @@ serially; these cases force each path and the parallel entry points.
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import numbadeconv as nd
 from numbadeconv import _engine
@@ -15,6 +17,7 @@ from numbadeconv.testing import (
     reference_conv2d,
     reference_conv2d_backprop_filter,
     reference_conv2d_transpose,
+    reference_output_size,
 )
 
 # (x shape NHWC, filter shape [fh, fw, C/groups, out], stride, padding, dilation)
@@ -224,3 +227,49 @@ def test_nchw_layout_conversions(case, dtype, mode, monkeypatch):
     np.testing.assert_array_equal(
         dw, nd.conv2d_backprop_filter(np.ascontiguousarray(x.transpose(to_nhwc)), w_shape,
                                       dy_nhwc, stride, padding, threads=threads))
+
+
+@st.composite
+def depthwise_geometries(draw):
+    """Depthwise calls whose channels fill vectors (the vector runs), any window and padding."""
+    c = draw(st.integers(4, 20))
+    pads = [draw(st.integers(0, 4)) for _ in range(4)]
+    return dict(
+        x_shape=(draw(st.integers(0, 2)), draw(st.integers(0, 14)), draw(st.integers(0, 14)), c),
+        kernel=(draw(st.integers(1, 6)), draw(st.integers(1, 6))),
+        mult=draw(st.integers(1, 2)),
+        strides=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        dilations=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        padding=draw(st.sampled_from(["SAME", "VALID", [[0, 0], pads[:2], pads[2:], [0, 0]]])),
+        dtype=draw(st.sampled_from([np.float32, np.float64])),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@settings(deadline=None, max_examples=80,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(depthwise_geometries())
+def test_depthwise_matches_reference(g):
+    n, h, w_, c = g["x_shape"]
+    (kh, kw), padding = g["kernel"], g["padding"]
+    args = (g["strides"], padding)
+    pads = (padding,) * 2 if isinstance(padding, str) else (tuple(padding[1]), tuple(padding[2]))
+    try:
+        oh, ow = (reference_output_size(size, k, s, p, d) for size, k, s, p, d in
+                  zip((h, w_), (kh, kw), g["strides"], pads, g["dilations"], strict=True))
+    except ValueError:
+        assume(False)
+    rng = np.random.default_rng(g["seed"])
+    x = rng.standard_normal(g["x_shape"]).astype(g["dtype"])
+    w = rng.standard_normal((kh, kw, 1, c * g["mult"])).astype(g["dtype"])
+    tol = 1e-10 if g["dtype"] == np.float64 else 1e-4
+    y = nd.conv2d(x, w, *args, dilations=g["dilations"])
+    assert y.shape == (n, oh, ow, c * g["mult"])
+    np.testing.assert_allclose(y, reference_conv2d(x, w, *args, dilations=g["dilations"]),
+                               rtol=tol, atol=tol)
+    w1 = w[..., :c]
+    dy = rng.standard_normal((n, oh, ow, c)).astype(g["dtype"])
+    np.testing.assert_allclose(
+        nd.conv2d_transpose(dy, w1, x.shape, *args, dilations=g["dilations"]),
+        reference_conv2d_transpose(dy, w1, x.shape, *args, dilations=g["dilations"]),
+        rtol=tol, atol=tol)

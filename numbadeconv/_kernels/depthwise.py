@@ -13,14 +13,16 @@ The same jobs and phase table as :mod:`numbadeconv._kernels.correlate` (read its
 - An output row (for each ``j``) is one contiguous vector of ``Q*C`` elements, written in
   ``dst`` itself when ``mult == 1`` and the output column stride is 1 (a convolution), else in a
   row buffer that is then stored.
-- A 3x3 window whose row taps all read inside ``src``, on at least one SIMD vector of channels,
-  computes several output rows at once in explicit vector runs (:func:`_window_rows`, LLVM IR):
-  four rows from six consecutive source rows (stride 1), else two; per pixel and channel vector,
-  nine weight vectors in registers and each source vector loaded once for every row that reads
-  it. Edge pixels take runs of their own, their outside taps given zero weights.
-- Other rows (other windows, rows at the top and bottom, fewer channels than a vector) are
-  summed in vectorised passes over ``L`` elements, up to 9 taps per pass, over the pixels where
-  every column tap reads inside ``src``; their edge pixels take their taps one by one.
+- With at least one SIMD vector of channels, blocks of output rows whose row taps all read
+  inside ``src`` are computed in explicit vector runs (LLVM IR), per pixel and channel vector
+  with the rows' accumulators in registers: for a 3x3 window (:func:`_window_rows`) four rows
+  from six consecutive source rows (stride 1), else two, the nine weight vectors in registers
+  and each source vector loaded once for every row that reads it; for other windows
+  (:func:`_window_any`) eight rows, each tap's weight vector loaded once for all of them. Edge
+  pixels take runs of their own, their outside taps given zero weights.
+- Other rows (rows near the top and bottom, fewer channels than a vector) are summed in
+  vectorised passes over ``L`` elements, up to 9 taps per pass, over the pixels where every
+  column tap reads inside ``src``; their edge pixels take their taps one by one.
 - A source column stride ``ssw > 1`` makes a row's pixels non-contiguous. The vector runs step
   over them (``ssw*C`` elements per pixel); for the single rows, the source rows that a row
   needs are first split into column phases (pixel ``p`` to phase ``p % ssw``, position
@@ -250,7 +252,7 @@ def _window_any(n_rows: int):
     return run
 
 
-#: Four output rows of any window.
+#: Eight output rows of any window.
 _any_rows = _window_any(8)
 
 
@@ -290,10 +292,10 @@ def _rows(a, a_off, n_rows, b, bo, x, xo, c_off, x_step, w, wo, n_ch, q_lo, q_hi
     channel ``c``, with weight ``w[wo + (t*nu + u)*n_ch + c]``, where the pixel is inside the
     source (``q_lo[u] <= q < q_hi[u]``); ``w[wo + nt*nu*n_ch:]`` holds ``n_ch`` zeros. A 3x3
     window takes :func:`_window_rows` runs (four rows: six consecutive source rows; two rows:
-    any), other windows four rows of :func:`_window_any`. The pixels where every tap reads inside
-    go in one run; each other pixel in a run of its own, its outside taps pointed at an inside
-    column with the zero weights (the bias alone when no tap reads inside). Scratch: ``ao`` (4),
-    ``rows`` (at least 6 and ``4*nt``), ``cu`` (``nu``), ``wk`` (``nt*nu``) int64.
+    any), other windows eight rows of :func:`_window_any`. The pixels where every tap reads
+    inside go in one run; each other pixel in a run of its own, its outside taps pointed at an
+    inside column with the zero weights (the bias alone when no tap reads inside). Scratch: ``ao``
+    (8), ``rows`` (at least 6 and ``8*nt``), ``cu`` (``nu``), ``wk`` (``nt*nu``) int64.
     """
     nu = cu.shape[0]
     three = nt == 3 and nu == 3
