@@ -34,6 +34,8 @@ wraparound, and LLVM vectorises them (with signed offsets it does not; with arra
 does, but each view costs reference counting). Every offset is in bounds by construction.
 """
 
+import contextlib
+
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
@@ -132,6 +134,26 @@ def _store(out_row, acc, ao, row_len, cs, n_ch, mult):
                 pixel[c * mult + j] = acc[ao + j * row_len + q * n_ch + c]
 
 
+@contextlib.contextmanager
+def _pixel_vectors(v: simd.Vectors, n_pix, n_ch, x_step):
+    """IR loops over pixels ``p < n_pix`` and, inside, the channel vectors of a pixel.
+
+    Yields ``(p*n_ch, p*x_step, c)``: the pixel's output and source offsets and the vector's
+    first channel, ``c = min(i*lanes, n_ch - lanes)`` (the last vector overlaps the one before
+    when ``n_ch`` is not a multiple of the lanes; ``n_ch`` must be at least one vector).
+    """
+    builder = v.builder
+    lanes = ir.Constant(simd.I64, v.lanes)
+    last = builder.sub(n_ch, lanes)
+    n_vec = builder.sdiv(builder.add(last, ir.Constant(simd.I64, 2 * v.lanes - 1)), lanes)
+    with cgutils.for_range(builder, n_pix) as pixels:
+        pixel = builder.mul(pixels.index, n_ch)
+        source = builder.mul(pixels.index, x_step)
+        with cgutils.for_range(builder, n_vec) as vectors:
+            c = builder.mul(vectors.index, lanes)
+            yield pixel, source, builder.select(builder.icmp_signed("<", c, last), c, last)
+
+
 def _window_rows(n_rows: int, shift: int):
     """An intrinsic computing ``n_rows`` output rows of a 3x3 window.
 
@@ -154,7 +176,6 @@ def _window_rows(n_rows: int, shift: int):
             a_a, ao_a, x_a, xo_a, cu_a, x_step_v, w_a, wk_a, b_a, bo_v, n_pix_v, n_ch_v = args
             arg_types = signature.args
             v = simd.Vectors(context, builder, arg_types[0].dtype)
-            lanes = ir.Constant(simd.I64, v.lanes)
             w_p, wk_p = v.data(w_a, arg_types[6]), v.data(wk_a, arg_types[7])
             taps = [v.at(w_p, v.item(wk_p, k)) for k in range(9)]
             b_p = v.at(v.data(b_a, arg_types[8]), bo_v)
@@ -163,26 +184,18 @@ def _window_rows(n_rows: int, shift: int):
             rows = [v.at(x_p, v.item(xo_p, r)) for r in range(n_src)]
             a_p, ao_p = v.data(a_a, arg_types[0]), v.data(ao_a, arg_types[1])
             outs = [v.at(a_p, v.item(ao_p, h)) for h in range(n_rows)]
-            last = builder.sub(n_ch_v, lanes)  # the last vector's first channel
-            n_vec = builder.sdiv(builder.add(last, ir.Constant(simd.I64, 2 * v.lanes - 1)), lanes)
-            with cgutils.for_range(builder, n_pix_v) as pixels:
-                pixel = builder.mul(pixels.index, n_ch_v)
-                source = builder.mul(pixels.index, x_step_v)
-                with cgutils.for_range(builder, n_vec) as vectors:
-                    c = builder.mul(vectors.index, lanes)
-                    c = builder.select(builder.icmp_signed("<", c, last), c, last)
-                    at = builder.add(pixel, c)
-                    weights = [v.load(tap, c) for tap in taps]
-                    acc = [v.load(b_p, c)] * n_rows
-                    for r in range(n_src):  # each source vector feeds the rows that read it
-                        row = v.at(rows[r], builder.add(source, c))
-                        for u in range(3):
-                            s = v.load(row, cols[u])
-                            for h in range(n_rows):
-                                if 0 <= r - h * shift < 3:
-                                    acc[h] = v.fma(s, weights[3 * (r - h * shift) + u], acc[h])
-                    for h in range(n_rows):
-                        v.store(acc[h], outs[h], at)
+            with _pixel_vectors(v, n_pix_v, n_ch_v, x_step_v) as (pixel, source, c):
+                weights = [v.load(tap, c) for tap in taps]
+                acc = [v.load(b_p, c)] * n_rows
+                for r in range(n_src):  # each source vector feeds the rows that read it
+                    row = v.at(rows[r], builder.add(source, c))
+                    for u in range(3):
+                        s = v.load(row, cols[u])
+                        for h in range(n_rows):
+                            if 0 <= r - h * shift < 3:
+                                acc[h] = v.fma(s, weights[3 * (r - h * shift) + u], acc[h])
+                for h in range(n_rows):
+                    v.store(acc[h], outs[h], builder.add(pixel, c))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -209,42 +222,34 @@ def _window_any(n_rows: int):
              nu_v) = args
             arg_types = signature.args
             v = simd.Vectors(context, builder, arg_types[0].dtype)
-            lanes = ir.Constant(simd.I64, v.lanes)
             w_p, wk_p = v.data(w_a, arg_types[6]), v.data(wk_a, arg_types[7])
             b_p = v.at(v.data(b_a, arg_types[8]), bo_v)
             cu_p = v.data(cu_a, arg_types[4])
             x_p, xo_p = v.data(x_a, arg_types[2]), v.data(xo_a, arg_types[3])
             a_p, ao_p = v.data(a_a, arg_types[0]), v.data(ao_a, arg_types[1])
             outs = [v.at(a_p, v.item(ao_p, h)) for h in range(n_rows)]
-            last = builder.sub(n_ch_v, lanes)
-            n_vec = builder.sdiv(builder.add(last, ir.Constant(simd.I64, 2 * v.lanes - 1)), lanes)
+            # accumulators live in allocas, which LLVM promotes to registers
             slots = [cgutils.alloca_once(builder, v.type) for _ in range(n_rows)]
-            with cgutils.for_range(builder, n_pix_v) as pixels:
-                pixel = builder.mul(pixels.index, n_ch_v)
-                source = builder.mul(pixels.index, x_step_v)
-                with cgutils.for_range(builder, n_vec) as vectors:
-                    c = builder.mul(vectors.index, lanes)
-                    c = builder.select(builder.icmp_signed("<", c, last), c, last)
-                    bias = v.load(b_p, c)
-                    for slot in slots:
-                        builder.store(bias, slot)
-                    at = builder.add(source, c)
-                    with cgutils.for_range(builder, nt_v) as taps_t:
-                        t = taps_t.index
-                        rows = [v.at(x_p, builder.add(at, builder.load(builder.gep(
-                            xo_p, [builder.add(builder.mul(ir.Constant(simd.I64, h), nt_v), t)]))))
-                            for h in range(n_rows)]
-                        with cgutils.for_range(builder, nu_v) as taps_u:
-                            u = taps_u.index
-                            k = builder.add(builder.mul(t, nu_v), u)
-                            weight = v.load(v.at(w_p, builder.load(builder.gep(wk_p, [k]))), c)
-                            col = builder.load(builder.gep(cu_p, [u]))
-                            for h, slot in enumerate(slots):
-                                builder.store(v.fma(v.load(rows[h], col), weight,
-                                                    builder.load(slot)), slot)
-                    out_at = builder.add(pixel, c)
-                    for h, slot in enumerate(slots):
-                        v.store(builder.load(slot), outs[h], out_at)
+            with _pixel_vectors(v, n_pix_v, n_ch_v, x_step_v) as (pixel, source, c):
+                bias = v.load(b_p, c)
+                for slot in slots:
+                    builder.store(bias, slot)
+                at = builder.add(source, c)
+                with cgutils.for_range(builder, nt_v) as taps_t:
+                    t = taps_t.index
+                    rows = [v.at(x_p, builder.add(at, builder.load(builder.gep(
+                        xo_p, [builder.add(builder.mul(ir.Constant(simd.I64, h), nt_v), t)]))))
+                        for h in range(n_rows)]
+                    with cgutils.for_range(builder, nu_v) as taps_u:
+                        u = taps_u.index
+                        k = builder.add(builder.mul(t, nu_v), u)
+                        weight = v.load(v.at(w_p, builder.load(builder.gep(wk_p, [k]))), c)
+                        col = builder.load(builder.gep(cu_p, [u]))
+                        for h, slot in enumerate(slots):
+                            builder.store(v.fma(v.load(rows[h], col), weight,
+                                                builder.load(slot)), slot)
+                for h, slot in enumerate(slots):
+                    v.store(builder.load(slot), outs[h], builder.add(pixel, c))
             return context.get_dummy_value()
 
         return sig, codegen
