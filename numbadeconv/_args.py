@@ -257,6 +257,7 @@ def prepared(array: np.ndarray, dtype: np.dtype, nhwc: bool,
 
 
 def _ready(array: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether the engine can take ``array`` as it is: C-contiguous, writeable, ``dtype``."""
     flags = array.flags
     return flags.c_contiguous and flags.writeable and array.dtype == dtype
 

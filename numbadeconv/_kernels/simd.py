@@ -4,7 +4,8 @@ The outer-product and depthwise micro-kernels are Numba intrinsics written in LL
 accumulators and weights must stay in vector registers across a whole run, which LLVM does not
 arrange from scalar loops. :class:`Vectors` gives their code generators one vocabulary: 32-byte
 vectors (AVX2: 8 float32 or 4 float64 lanes), unaligned loads and stores at element offsets of
-an array, fused multiply-adds.
+an array, fused multiply-adds. :func:`transpose_tile` transposes one tile of vectors in
+registers, for the NCHW layout conversions.
 """
 
 import functools
