@@ -304,6 +304,8 @@ def _rows(a, a_off, n_rows, b, bo, x, xo, c_off, x_step, w, wo, n_ch, q_lo, q_hi
     """
     nu = cu.shape[0]
     three = nt == 3 and nu == 3
+    if (n_rows != 4 and n_rows != 2) if three else n_rows != 8:
+        raise ValueError("depthwise kernel: no vector run for this many rows")
     qa, qb = 0, nq
     for u in range(nu):
         qa, qb = max(qa, q_lo[u]), min(qb, q_hi[u])
