@@ -392,10 +392,10 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             qa = max(qa, q_lo[u])
             qb = min(qb, q_hi[u])
         qb = max(qa, qb)
-        # split source rows: only the column phases that some tap reads, ``phase_of[u]`` the
-        # index of tap u's among them; row r of the rows of two output rows is in slot
-        # r % n_slots when they span few rows (so that rows shared with the next output row are
-        # kept), else tap row t of output row h in slot h*nt + t
+        # split source rows (for the single rows of a column stride > 1): only the column phases
+        # that some tap reads, ``phase_of[u]`` the index of tap u's among them; source row r is
+        # in slot r % n_slots when the taps span few rows (so that rows shared with the next
+        # output row are kept), else tap row t in slot t
         used = np.empty(nu, np.int64)
         phase_of = np.empty(nu, np.int64)
         n_used = 0
@@ -410,7 +410,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                 n_used += 1
         row_span = toffs[th + nt - 1] - toffs[th] + 1 + ssh if nt > 0 else 0
         by_row = row_span <= 2 * nt
-        n_slots = 0 if ssw == 1 else (row_span if by_row else 2 * nt)
+        n_slots = 0 if ssw == 1 else (row_span if by_row else nt)
         slot_len = n_used * split_len
         split = np.empty(n_slots * slot_len, dst.dtype)
         held = np.full(n_slots, -1, np.int64)  # the source row each slot holds
@@ -422,9 +422,9 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         for u in range(nu):
             c_src[u] = (toffs[tw + u] - left) * n_ch
             c_off[u] = c_shift[u] * n_ch + phase_of[u] * split_len if ssw > 1 else c_src[u]
-        # several rows at a time in vector runs when the channels fill a vector: four, or for a
-        # 3x3 window whose source rows are not consecutive (a stride, a dilation) two; a 3x3
-        # window also takes two rows where four do not fit
+        # several rows at a time in vector runs when the channels fill a vector: for a 3x3 window
+        # four (consecutive source rows) or two (a stride, a dilation; also where four do not
+        # fit), for other windows eight
         runs = nt > 0 and nu > 0 and n_ch * dst.itemsize >= simd.VECTOR_BYTES
         three = nt == 3 and nu == 3
         block = (8 if not three else 4 if ssh == 1 and toffs[th + 1] == toffs[th] + 1
@@ -451,7 +451,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             # as many rows as the block allows whose taps all read inside src (else one)
             n_rows = 1
             if runs and m * ssh + toffs[th] - top >= 0:
-                for rows in (block, 2 if three else 8):
+                for rows in (block, 2 if three else block):
                     if (m + rows <= m_hi
                             and (m + rows - 1) * ssh + toffs[th + nt - 1] - top < height):
                         n_rows = rows
@@ -465,7 +465,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                         continue
                     row, cols = r * width * n_ch, c_src
                     if ssw > 1 and n_rows == 1:  # runs read src itself, single rows split rows
-                        slot = r % n_slots if by_row else h * nt + t
+                        slot = r % n_slots if by_row else t
                         if held[slot] != r:
                             _split_row(split, slot * slot_len, split_len, src[n, r], ssw, n_ch,
                                        used[:n_used])
