@@ -229,9 +229,6 @@ def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
     first = arrays[0].dtype
     if first in _NATIVE_COMPUTE and all(a.dtype == first for a in arrays[1:]):
         return first, first
-    dtypes = {a.dtype for a in arrays}
-    if len(dtypes) == 1 and (only := dtypes.pop()) in _NATIVE_COMPUTE:
-        return only, only
     result = np.result_type(*(a.dtype.newbyteorder("=") for a in arrays))
     return (np.dtype(np.float32) if result == np.float16 else result), result
 
