@@ -20,7 +20,7 @@ import numpy as np
 from numba import types
 
 from . import _args, _jit
-from ._kernels import copies, correlate, depthwise, outer
+from ._kernels import copies, correlate, depthwise, outer, parallel
 from ._kernels import filter_grad as _filter_grad
 
 #: Below this many multiply-adds a call runs serially: a parallel launch costs microseconds.
@@ -71,17 +71,9 @@ DEPTHWISE_TILE = 1024
 #: about this many bytes (they stay in L2).
 WEIGHT_BLOCK_BYTES = 256 * 1024
 
-_CORRELATE = {
-    kind: {False: getattr(module, f"{kind}_serial"), True: getattr(module, f"{kind}_parallel")}
-    for kind, module in (("outer", outer), ("tiled", correlate), ("vector", correlate),
-                         ("depthwise", depthwise), ("rowwise", correlate))
-}
-_FILTER_GRAD = {False: _filter_grad.filter_grad_serial, True: _filter_grad.filter_grad_parallel}
-_PAD = {False: copies.pad_serial, True: copies.pad_parallel}
-_PAD_CHANNELS_FIRST = {False: copies.pad_channels_first_serial,
-                       True: copies.pad_channels_first_parallel}
-_CHANNELS_FIRST = {False: copies.channels_first_serial, True: copies.channels_first_parallel}
-_PACK = {False: copies.pack_serial, True: copies.pack_parallel}
+_CORRELATE = {"outer": outer.outer_serial, "tiled": correlate.tiled_serial,
+              "vector": correlate.vector_serial, "depthwise": depthwise.depthwise_serial,
+              "rowwise": correlate.rowwise_serial}
 
 
 def _threads_for(threads: int | None, macs: int, minimum: int | None = None) -> int:
@@ -98,16 +90,19 @@ def _threads_for(threads: int | None, macs: int, minimum: int | None = None) -> 
     return numba.get_num_threads() if threads is None else threads
 
 
-def _launch(kernels, threads: int, n_jobs: int, *args) -> None:
-    """Run ``n_jobs`` jobs: serially with ``kernels[False]``, or with ``kernels[True]``.
+def _launch(serial, threads: int, n_jobs: int, *args) -> None:
+    """Run jobs 0 to ``n_jobs`` of kernel ``serial`` on ``args``, on ``threads`` threads.
 
-    The parallel kernel runs the same jobs over ``prange`` on ``threads`` threads.
+    On more than one thread, the jobs run over ``prange`` (:mod:`._kernels.parallel`); any job
+    that failed there is run again serially, which raises its error.
     """
     if threads > 1:
+        address = parallel.address(serial, args)
         with _jit.parallel_launch(threads):
-            kernels[True](*args)
-    else:
-        kernels[False](*args, 0, n_jobs)
+            failed = parallel.run_jobs(address, n_jobs, args)
+        if not failed:
+            return
+    serial(*args, 0, n_jobs)
 
 
 def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int) -> np.ndarray:
@@ -130,10 +125,11 @@ def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int
     out = np.empty((n, height, width * c), a.dtype)
     copy_threads = _threads_for(threads, out.size, PARALLEL_MIN_COPY)
     if channels_first:
-        _launch(_PAD_CHANNELS_FIRST, copy_threads, n * height, a.transpose(0, 3, 1, 2), out, top,
-                left)
+        _launch(copies.pad_channels_first_serial, copy_threads, n * height,
+                a.transpose(0, 3, 1, 2), out, top, left)
     else:
-        _launch(_PAD, copy_threads, n * height, a.reshape(n, h, w * c), out, top, left * c)
+        _launch(copies.pad_serial, copy_threads, n * height, a.reshape(n, h, w * c), out, top,
+                left * c)
     return out
 
 
@@ -147,8 +143,8 @@ def channels_first(a: np.ndarray, threads: int | None) -> np.ndarray:
     out = np.empty((n, c, h, w), a.dtype)
     if a.size:
         blocks = -(-(h * w) // copies.CONVERT_PIXELS)
-        _launch(_CHANNELS_FIRST, _threads_for(threads, a.size, PARALLEL_MIN_COPY), n * blocks,
-                a.reshape(n, h * w, c), out.reshape(n, c, h * w))
+        _launch(copies.channels_first_serial, _threads_for(threads, a.size, PARALLEL_MIN_COPY),
+                n * blocks, a.reshape(n, h * w, c), out.reshape(n, c, h * w))
     return out
 
 
@@ -444,8 +440,8 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         cig, _, groups, blocks, width = pack_meta[:5]
         n_packs = groups * blocks * len(bases)
         weights = np.empty(n_packs * cig * width, w.dtype)
-        _launch(_PACK, _threads_for(threads, weights.size, PARALLEL_MIN_COPY), n_packs, w.ravel(),
-                bases, pack_meta, weights)
+        _launch(copies.pack_serial, _threads_for(threads, weights.size, PARALLEL_MIN_COPY),
+                n_packs, w.ravel(), bases, pack_meta, weights)
     elif plan.weight_index is None:
         weights = w.ravel()
     else:
@@ -527,8 +523,8 @@ def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.n
     part = np.empty((plan.slabs, *plan.out_shape), x.dtype)
     fh, fw, cig, _ = plan.out_shape
     n_jobs = plan.slabs * fh * fw * plan.meta[5] * -(-cig // _filter_grad.BLOCK)
-    _launch(_FILTER_GRAD, plan.threads, n_jobs, _padded(x, plan.frame, plan.threads), dy, part,
-            plan.meta)
+    _launch(_filter_grad.filter_grad_serial, plan.threads, n_jobs,
+            _padded(x, plan.frame, plan.threads), dy, part, plan.meta)
     return part[0] if plan.slabs == 1 else part.sum(axis=0)
 
 
@@ -595,11 +591,13 @@ def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
         pad_nchw_args = (types.Array(f, 4, "C"), types.Array(f, 3, "C"), i64, i64)
         nchw_args = (types.Array(f, 3, "C"), types.Array(f, 3, "C"))
         pack_args = (types.Array(f, 1, "C"), ints, ints, types.Array(f, 1, "C"))
-        for kernels, args in [*((k, correlate_args) for k in _CORRELATE.values()),
-                              (_FILTER_GRAD, grad_args), (_PAD, pad_args),
-                              (_PAD_CHANNELS_FIRST, pad_nchw_args), (_CHANNELS_FIRST, nchw_args),
-                              (_PACK, pack_args)]:
-            kernels[False].compile((*args, i64, i64))
-            kernels[True].compile(args)
+        for serial, args in [*((k, correlate_args) for k in _CORRELATE.values()),
+                             (_filter_grad.filter_grad_serial, grad_args),
+                             (copies.pad_serial, pad_args),
+                             (copies.pad_channels_first_serial, pad_nchw_args),
+                             (copies.channels_first_serial, nchw_args),
+                             (copies.pack_serial, pack_args)]:
+            serial.compile((*args, i64, i64))
+            parallel.run_jobs.compile((i64, i64, types.BaseTuple.from_types(args)))
         timings[dtype.name] = time.perf_counter() - start
     return timings

@@ -323,8 +323,7 @@ def test_read_only_bias_does_not_compile_a_new_kernel(rng):
     from numbadeconv import _engine
 
     def signatures():
-        return {(kind, par): len(func.signatures)
-                for kind, funcs in _engine._CORRELATE.items() for par, func in funcs.items()}
+        return {kind: len(func.signatures) for kind, func in _engine._CORRELATE.items()}
 
     x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import numbadeconv as nd
 from numbadeconv import _engine
+from numbadeconv._kernels import parallel
 from numbadeconv.testing import (
     reference_conv2d,
     reference_conv2d_backprop_filter,
@@ -43,10 +44,23 @@ CASES = {
 
 @pytest.fixture(params=["serial", "parallel"])
 def mode(request, monkeypatch):
-    if request.param == "parallel":
-        monkeypatch.setattr(_engine, "PARALLEL_MIN_MACS", 0)
-        return 2
-    return 1
+    if request.param == "serial":
+        yield 1
+        return
+    # every call runs its jobs over threads, and none of them may fail there (a failed job would
+    # be run again serially: right results, but not from the parallel path under test)
+    monkeypatch.setattr(_engine, "PARALLEL_MIN_MACS", 0)
+    failures = []
+
+    def run_jobs(*args):
+        failures.append(real(*args))
+        return failures[-1]
+
+    real = parallel.run_jobs
+    monkeypatch.setattr(parallel, "run_jobs", run_jobs)
+    yield 2
+    if nd._jit.numba.config.NUMBA_NUM_THREADS > 1:
+        assert failures and not any(failures), failures
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -355,21 +355,24 @@ def test_zero_input_channels_with_nonzero_filter_channels_is_a_value_error():
         nd.conv2d_backprop_filter(x, [1, 1, 1, 2], np.zeros((1, 3, 3, 2), np.float32), 1, "SAME")
 
 
-def test_outer_kernel_is_bounds_checked(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_outer_kernel_is_bounds_checked(tmp_path, threads):
     # Numba's NUMBA_BOUNDSCHECK does not see the outer-product kernel's vector loads (LLVM IR):
-    # the kernel checks each run itself then. Packed weights one block short must be caught.
-    code = """
+    # the kernel checks each run itself then. Packed weights one block short must be caught, on
+    # the parallel path too (Numba's parallel loops drop their callees' errors: the failed jobs
+    # are run again serially).
+    code = f"""
 import numpy as np, numbadeconv as nd
 from numbadeconv import _engine
 plan = _engine.plan_conv2d((1, 8, 8, 32), (3, 3, 32, 32), (1, 1), (1, 1), (1, 1), (8, 8), 1)
 assert plan.kind == "outer", plan.kind
-meta, n_jobs = _engine._blocked_meta(plan, 1)
+meta, n_jobs = _engine._blocked_meta(plan, {threads})
 x = np.zeros((1, 10, 10 * 32), np.float32)
 weights = np.zeros(9 * 32 * 32 - 16, np.float32)
 try:
-    _engine._CORRELATE["outer"][False](x, weights, np.empty((1, 8, 8, 32), np.float32),
-                                       plan.phases, plan.toffs, meta,
-                                       np.zeros(32, np.float32), 0, n_jobs)
+    _engine._launch(_engine._CORRELATE["outer"], {threads}, n_jobs, x, weights,
+                    np.empty((1, 8, 8, 32), np.float32), plan.phases, plan.toffs, meta,
+                    np.zeros(32, np.float32))
 except IndexError as exc:
     print("IndexError", exc)
 """

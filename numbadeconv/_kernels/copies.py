@@ -1,7 +1,7 @@
 """The copies beside the kernels: padded inputs, packed filters, layout conversions.
 
-All run as jobs, serially (``X_serial`` over jobs ``first`` to ``last``) or spread over threads
-(``X_parallel``): a serial copy would bound the speed-up of the kernel that follows it.
+All run as jobs (``X_serial`` over jobs ``first`` to ``last``), spread over threads by
+:mod:`.parallel` when large: a serial copy would bound the speed-up of the kernel that follows it.
 
 ``pad``: the zero-padded copy of an NHWC input that the tiled, vector and filter-gradient
 kernels read. ``out[n, i, j, c] = a[n, i - top, j - left, c]`` where that is inside ``a``, else
@@ -22,7 +22,6 @@ input channel ``ci``, output channel ``co`` is ``w[bases[k] + ci*s_ci + g*s_g + 
 tap).
 """
 
-from numba import prange
 
 from .._jit import kernel
 from . import simd
@@ -57,11 +56,6 @@ def pad_serial(a, out, top, left, first, last):
         for k in range(hi, row_len):
             dst[k] = 0
 
-
-@kernel(parallel=True)
-def pad_parallel(a, out, top, left):
-    for j in prange(out.shape[0] * out.shape[1]):
-        pad_serial(a, out, top, left, j, j + 1)
 
 
 @kernel(internal=True)
@@ -113,11 +107,6 @@ def pad_channels_first_serial(a, out, top, left, first, last):
                 run[q * n_ch] = src[q]
 
 
-@kernel(parallel=True)
-def pad_channels_first_parallel(a, out, top, left):
-    for j in prange(out.shape[0] * out.shape[1]):
-        pad_channels_first_serial(a, out, top, left, j, j + 1)
-
 
 @kernel()
 def channels_first_serial(a, out, first, last):
@@ -143,11 +132,6 @@ def channels_first_serial(a, out, first, last):
                 dst[p] = src[p, c]
 
 
-@kernel(parallel=True)
-def channels_first_parallel(a, out):
-    for j in prange(a.shape[0] * -(-a.shape[1] // CONVERT_PIXELS)):
-        channels_first_serial(a, out, j, j + 1)
-
 
 @kernel()
 def pack_serial(w, bases, meta, out, first, last):
@@ -168,9 +152,3 @@ def pack_serial(w, bases, meta, out, first, last):
             o = bases[k] + g * s_g + co * s_co
             for ci in range(cig):
                 dst[ci * width + j] = w[o + ci * s_ci]
-
-
-@kernel(parallel=True)
-def pack_parallel(w, bases, meta, out):
-    for j in prange(meta[2] * meta[3] * bases.shape[0]):
-        pack_serial(w, bases, meta, out, j, j + 1)

@@ -26,8 +26,8 @@ sweeping a row block's pixels; ``top`` and ``left`` the padding assumed by the k
 ``src`` unpadded, ``tile`` the depthwise kernel's weight tile length, ``images`` and ``chunk``
 the outer-product kernel's images and channel blocks per job (:mod:`.outer`).
 
-Three kernels here and the depthwise one in :mod:`.depthwise`, each run serially over jobs ``first``
-to ``last`` (``X_serial``) or over all jobs with ``prange`` (``X_parallel``). Job ``j`` is (image,
+Three kernels here and the depthwise one in :mod:`.depthwise`, each running jobs ``first`` to
+``last`` (``X_serial``; :mod:`.parallel` spreads all jobs over threads). Job ``j`` is (image,
 row block, phase) with the phase innermost, so that uneven phases spread over the threads:
 
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
@@ -44,7 +44,6 @@ row block, phase) with the phase innermost, so that uneven phases spread over th
 """
 
 import numpy as np
-from numba import prange
 
 from .._jit import kernel
 
@@ -321,24 +320,3 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                       weights[wb + ci * cog])
                     for q in range(nq):
                         out_row[col0 + q * cs, g * cog + co] = acc[q]
-
-
-# --- parallel entry points: the same jobs over prange ---------------------------------------------
-
-
-@kernel(parallel=True)
-def tiled_parallel(src, weights, dst, phases, toffs, meta, bias):
-    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        tiled_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
-
-
-@kernel(parallel=True)
-def vector_parallel(src, weights, dst, phases, toffs, meta, bias):
-    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        vector_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
-
-
-@kernel(parallel=True)
-def rowwise_parallel(src, weights, dst, phases, toffs, meta, bias):
-    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        rowwise_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)

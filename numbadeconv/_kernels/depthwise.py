@@ -38,7 +38,7 @@ import contextlib
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -496,9 +496,3 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     _store(dst[n, phases[p, R0] + (m + h) * rs, phases[p, C0]:], acc,
                            h * mult * row_len, row_len, cs, n_ch, mult)
             m += n_rows
-
-
-@kernel(parallel=True)
-def depthwise_parallel(src, weights, dst, phases, toffs, meta, bias):
-    for j in prange(dst.shape[0] * meta[6] * phases.shape[0]):
-        depthwise_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)

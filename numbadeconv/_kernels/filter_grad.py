@@ -15,7 +15,6 @@ caller sums the slabs.
 """
 
 import numpy as np
-from numba import prange
 
 from .._jit import kernel
 
@@ -75,11 +74,3 @@ def filter_grad_serial(src, dy, out, meta, first, last):
             dst = out[s, kh, kw, ci0 + i]
             for co in range(cog):
                 dst[g * cog + co] = acc[i, co]
-
-
-@kernel(parallel=True)
-def filter_grad_parallel(src, dy, out, meta):
-    n_jobs = out.shape[0] * out.shape[1] * out.shape[2] * meta[5]
-    n_jobs *= (out.shape[3] + BLOCK - 1) // BLOCK
-    for j in prange(n_jobs):
-        filter_grad_serial(src, dy, out, meta, j, j + 1)

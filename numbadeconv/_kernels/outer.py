@@ -19,7 +19,7 @@ instead), so :func:`_outer_run` writes it in LLVM IR.
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -167,12 +167,3 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             phases[p, C0] + i % nq * cs]
                 for c in range(n_c):
                     pixel[g * cog + cb + c] = acc[i * BLOCK + c]
-
-
-@kernel(parallel=True)
-def outer_parallel(src, weights, dst, phases, toffs, meta, bias):
-    blocks = meta[5] * -(-(dst.shape[3] // meta[5]) // BLOCK)
-    n_jobs = (-(-dst.shape[0] // meta[14]) * meta[6] * phases.shape[0]
-              * -(-blocks // meta[15]))
-    for j in prange(n_jobs):
-        outer_serial(src, weights, dst, phases, toffs, meta, bias, j, j + 1)
