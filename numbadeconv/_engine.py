@@ -133,21 +133,6 @@ def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int
     return out
 
 
-def channels_first(a: np.ndarray, threads: int | None) -> np.ndarray:
-    """``a`` ``[N, H, W, C]`` (C-contiguous) as a C-contiguous ``[N, C, H, W]`` array.
-
-    The layout conversion of an NCHW result, on up to ``threads`` threads (None: Numba's
-    setting).
-    """
-    n, h, w, c = a.shape
-    out = np.empty((n, c, h, w), a.dtype)
-    if a.size:
-        blocks = -(-(h * w) // copies.CONVERT_PIXELS)
-        _launch(copies.channels_first_serial, _threads_for(threads, a.size, PARALLEL_MIN_COPY),
-                n * blocks, a.reshape(n, h * w, c), out.reshape(n, c, h * w))
-    return out
-
-
 def _frame(shape, top: int, left: int, height: int, width: int):
     """The frame argument of :func:`_padded`: None when ``shape`` already covers it."""
     _, h, w, _ = shape
@@ -299,7 +284,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
         top_left = (0, 0) if frame is None else frame[:2]
         frame = None
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
-            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1)
+            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0)
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,
@@ -394,8 +379,12 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> 
 
 
 @functools.lru_cache(maxsize=512)
-def _blocked_meta(plan: CorrelationPlan, threads: int) -> tuple[np.ndarray, int]:
-    """``plan.meta`` with the job blocking for ``threads`` filled in, and the number of jobs."""
+def _blocked_meta(plan: CorrelationPlan, threads: int,
+                  channels_first: bool = False) -> tuple[np.ndarray, int]:
+    """``plan.meta`` for a call: the job blocking for ``threads``, the result's layout.
+
+    Returns the meta and the number of jobs.
+    """
     m_max = int(plan.phases[:, correlate.M].max())
     n_images, n_phases = plan.out_shape[0], len(plan.phases)
     wanted = JOBS_PER_THREAD * threads if threads > 1 else 1
@@ -420,21 +409,29 @@ def _blocked_meta(plan: CorrelationPlan, threads: int) -> tuple[np.ndarray, int]
     meta[7] = rows
     meta[14] = images
     meta[15] = chunk
+    meta[16] = channels_first
     jobs = -(-n_images // images) * int(meta[6]) * n_phases
     return meta, jobs * -(-blocks // chunk) if plan.kind == "outer" else jobs
 
 
 def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
-                  bias: np.ndarray | None, threads: int | None) -> np.ndarray:
-    """Execute ``plan`` on ``src`` (NHWC) and filters ``w``; ``bias`` ``[C_out]`` or None."""
-    dst = np.empty(plan.out_shape, src.dtype)
+                  bias: np.ndarray | None, threads: int | None,
+                  channels_first: bool = False) -> np.ndarray:
+    """Execute ``plan`` on ``src`` (NHWC) and filters ``w``; ``bias`` ``[C_out]`` or None.
+
+    Returns the NHWC result; with ``channels_first``, the kernels write it NCHW (no layout
+    conversion) and this is the NHWC view of that C-contiguous array.
+    """
+    n, h, w_out, c = plan.out_shape
+    dst = np.empty((n, c, h, w_out) if channels_first else plan.out_shape, src.dtype)
+    nhwc = dst.transpose(0, 2, 3, 1) if channels_first else dst
     if bias is None:
-        bias = _zeros(plan.out_shape[3], src.dtype)
+        bias = _zeros(c, src.dtype)
     if plan.kind == "fill":
-        dst[...] = bias
-        return dst
+        nhwc[...] = bias
+        return nhwc
     threads = _threads_for(threads, plan.macs)
-    meta, n_jobs = _blocked_meta(plan, threads)
+    meta, n_jobs = _blocked_meta(plan, threads, channels_first)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
         cig, _, groups, blocks, width = pack_meta[:5]
@@ -450,7 +447,7 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
     _launch(_CORRELATE[plan.kind], threads, n_jobs, _padded(src, plan.frame, threads), weights,
             dst, plan.phases, plan.toffs, meta, bias)
-    return dst
+    return nhwc
 
 
 @functools.lru_cache(maxsize=64)
@@ -531,22 +528,26 @@ def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.n
 # --- the operations -----------------------------------------------------------------------------
 
 
-def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads, bias=None):
+def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads, bias=None,
+           channels_first=False):
     """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``.
 
-    ``bias`` (``[Cout]`` of the same dtype, or None) is added to every output pixel.
+    ``bias`` (``[Cout]`` of the same dtype, or None) is added to every output pixel;
+    ``channels_first``: the result is the NHWC view of an NCHW array (see :func:`correlate_run`).
     """
     plan = plan_conv2d(x.shape, w.shape, stride, dilation, pad, out_hw, groups)
-    return correlate_run(plan, x, w, bias, threads)
+    return correlate_run(plan, x, w, bias, threads, channels_first)
 
 
-def conv2d_input_grad(dy, w, in_hw, stride, dilation, pad, groups, threads, bias=None):
+def conv2d_input_grad(dy, w, in_hw, stride, dilation, pad, groups, threads, bias=None,
+                      channels_first=False):
     """Transpose of :func:`conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``.
 
-    ``bias`` (``[C]`` of the same dtype, or None) is added to every output pixel.
+    ``bias`` (``[C]`` of the same dtype, or None) is added to every output pixel;
+    ``channels_first`` as for :func:`conv2d`.
     """
     plan = plan_input_grad(dy.shape, w.shape, in_hw, stride, dilation, pad, groups)
-    return correlate_run(plan, dy, w, bias, threads)
+    return correlate_run(plan, dy, w, bias, threads, channels_first)
 
 
 def conv2d_filter_grad(x, dy, kernel_hw, stride, dilation, pad, groups, threads):
@@ -589,13 +590,11 @@ def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
         grad_args = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"), ints)
         pad_args = (types.Array(f, 3, "C"), types.Array(f, 3, "C"), i64, i64)
         pad_nchw_args = (types.Array(f, 4, "C"), types.Array(f, 3, "C"), i64, i64)
-        nchw_args = (types.Array(f, 3, "C"), types.Array(f, 3, "C"))
         pack_args = (types.Array(f, 1, "C"), ints, ints, types.Array(f, 1, "C"))
         for serial, args in [*((k, correlate_args) for k in _CORRELATE.values()),
                              (_filter_grad.filter_grad_serial, grad_args),
                              (copies.pad_serial, pad_args),
                              (copies.pad_channels_first_serial, pad_nchw_args),
-                             (copies.channels_first_serial, nchw_args),
                              (copies.pack_serial, pack_args)]:
             serial.compile((*args, i64, i64))
             parallel.run_jobs.compile((i64, i64, types.BaseTuple.from_types(args)))

@@ -38,11 +38,13 @@ Padding = str | Sequence[Sequence[int]]
 _ADJECTIVE = {"height": "high", "width": "wide"}
 
 
-def _finish(out: np.ndarray, result_dtype: np.dtype, nhwc: bool,
-            threads: int | None) -> np.ndarray:
-    """The engine's NHWC result in the caller's data_format and dtype."""
+def _finish(out: np.ndarray, result_dtype: np.dtype, nhwc: bool) -> np.ndarray:
+    """The engine's NHWC result in the caller's data_format and dtype.
+
+    For NCHW, ``out`` is the NHWC view of the NCHW array that the kernels wrote.
+    """
     if not nhwc:
-        out = _engine.channels_first(out, threads)
+        out = out.transpose(0, 3, 1, 2)
     return out.astype(result_dtype, copy=False)
 
 
@@ -139,8 +141,8 @@ def conv2d(
         x.shape, w.shape, dtype, strides, padding, data_format, dilations)
     threads = _jit.resolve_threads(threads)
     out = _engine.conv2d(_args.prepared(x, dtype, nhwc), _args.prepared(w, dtype, True), stride,
-                         dilation, pad, out_hw, groups, threads)
-    return _finish(out, result, nhwc, threads)
+                         dilation, pad, out_hw, groups, threads, channels_first=not nhwc)
+    return _finish(out, result, nhwc)
 
 
 @_args.memoised(trusted=3)
@@ -171,8 +173,9 @@ def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding
         dilations)
     threads = _jit.resolve_threads(threads)
     out = _engine.conv2d_input_grad(_args.prepared(y, dtype, nhwc), _args.prepared(w, dtype, True),
-                                    in_hw, stride, dilation, pad, groups, threads)
-    return _finish(out, result, nhwc, threads)
+                                    in_hw, stride, dilation, pad, groups, threads,
+                                    channels_first=not nhwc)
+    return _finish(out, result, nhwc)
 
 
 @_args.memoised(trusted=3)
@@ -339,7 +342,7 @@ def conv2d_backprop_filter(
     out = _engine.conv2d_filter_grad(_args.prepared(x, dtype, nhwc),
                                      _args.prepared(dy, dtype, nhwc), kernel_hw, stride, dilation,
                                      pad, groups, _jit.resolve_threads(threads))
-    return _finish(out, result, True, None)
+    return _finish(out, result, True)
 
 
 @_args.memoised(trusted=2)

@@ -94,18 +94,14 @@ def _channels_last(x: np.ndarray) -> bool:
     return x.transpose(0, 2, 3, 1).flags.c_contiguous and not x.flags.c_contiguous
 
 
-def _finish(out: np.ndarray, result: np.dtype, unbatched: bool, channels_last: bool,
-            threads: int | None) -> np.ndarray:
+def _finish(out: np.ndarray, result: np.dtype, unbatched: bool) -> np.ndarray:
     """NHWC engine result -> NCHW (or CHW) array of the result dtype.
 
-    C-contiguous, or, when the input was ``channels_last``, an NCHW view of the NHWC result (no
-    copy), as PyTorch keeps the memory format of its input.
+    ``out`` is the NHWC view of the C-contiguous NCHW array that the kernels wrote, or, when the
+    input was ``channels_last``, a C-contiguous NHWC result, returned as its NCHW view (PyTorch
+    keeps the memory format of its input).
     """
-    if channels_last:
-        out = out.transpose(0, 3, 1, 2)
-    else:
-        out = _engine.channels_first(out, threads)
-    out = out.astype(result, copy=False)
+    out = out.transpose(0, 3, 1, 2).astype(result, copy=False)
     return out[0] if unbatched else out
 
 
@@ -228,8 +224,8 @@ def conv2d(
     threads = _jit.resolve_threads(threads)
     out = _engine.conv2d(_args.prepared(x, dtype, False), _engine_weight(w, dtype), stride,
                          dilation, pad, tuple(out_hw), groups, threads,
-                         bias=_bias_for_engine(b, dtype))
-    return _finish(out, result, unbatched, _channels_last(x), threads)
+                         bias=_bias_for_engine(b, dtype), channels_first=not _channels_last(x))
+    return _finish(out, result, unbatched)
 
 
 def conv_transpose2d(
@@ -345,5 +341,6 @@ def conv_transpose2d(
     # output_padding PyTorch allows (TensorFlow's [p, p - op], even when p - op < 0) maps exactly.
     out = _engine.conv2d_input_grad(_args.prepared(x, dtype, False), _engine_weight(w, dtype),
                                     tuple(out_hw), stride, dilation, pad, groups, threads,
-                                    bias=_bias_for_engine(b, dtype))
-    return _finish(out, result, unbatched, _channels_last(x), threads)
+                                    bias=_bias_for_engine(b, dtype),
+                                    channels_first=not _channels_last(x))
+    return _finish(out, result, unbatched)

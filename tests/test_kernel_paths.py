@@ -201,14 +201,18 @@ def test_depthwise_rows_span_several_tiles():
 
 
 # NCHW: the input's layout conversion runs in the padded copy (or alone, for the kernels that read
-# the input unpadded) and the result's in a conversion of its own; both in vector tiles of 8
-# (float32) or 4 (float64) channels x pixels, then the channels and pixels past the tiles.
+# the input unpadded), in vector tiles of 8 (float32) or 4 (float64) channels x pixels, then the
+# channels and pixels past the tiles; every kernel writes NCHW results itself (the depthwise one
+# from its row buffer, in the same tiles when the output column stride is 1).
 NCHW = [
     # (x shape NCHW, filter shape, stride, padding)
     ((2, 16, 9, 19), (3, 3, 16, 12), 1, "SAME"),  # tiled/outer, padded: conversion in the pad
     ((1, 20, 8, 8), (2, 2, 20, 9), 2, "VALID"),  # no padding: a conversion alone
     ((2, 12, 10, 11), (3, 3, 1, 12), 2, "SAME"),  # depthwise: reads the converted input
-    ((2, 3, 7, 5), (3, 3, 3, 2), 1, "SAME"),  # fewer channels than a tile
+    ((1, 16, 11, 21), (5, 5, 1, 32), 1, "SAME"),  # depthwise multiplier 2, eight-row runs
+    ((2, 3, 7, 5), (3, 3, 3, 2), 1, "SAME"),  # fewer channels than a tile (vector kernel)
+    ((2, 1, 9, 13), (3, 3, 1, 2), 2, "SAME"),  # one input channel (row-wise kernel)
+    ((1, 64, 6, 7), (3, 3, 64, 64), 1, "SAME"),  # tiled, filters in place (the transpose)
 ]
 
 

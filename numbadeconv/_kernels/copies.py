@@ -10,25 +10,21 @@ and ``left`` are non-negative, and ``out`` may also crop ``a``. Job ``j`` writes
 the ``N*height`` rows.
 
 ``pad_channels_first``: the same copy from an NCHW input ``a`` ``[N, C, H, W]`` (``left`` in
-pixels): the layout conversion of ``data_format="NCHW"`` and the padding in one pass.
-
-``channels_first``: ``out[n, c, p] = a[n, p, c]`` for ``a`` ``[N, P, C]`` (an NHWC result, its
-pixels merged) and ``out`` ``[N, C, P]``; job ``j`` converts a block of CONVERT_PIXELS pixels.
+pixels): the layout conversion of ``data_format="NCHW"`` and the padding in one pass. (NCHW
+results need no conversion: the kernels write them so.)
 
 ``pack``: the outer-product kernel's filters ``out[G, blocks, taps, cig, B]`` (see
 :mod:`.outer`), zero past the ``cog`` channels of a group: the weight of tap ``k``, group ``g``,
 input channel ``ci``, output channel ``co`` is ``w[bases[k] + ci*s_ci + g*s_g + co*s_co]``, with
 ``meta = [cig, cog, groups, blocks, B, s_ci, s_g, s_co]``. Job ``j`` writes one (group, block,
 tap).
-"""
 
+``transpose``: a matrix transpose in SIMD register tiles, for the layout conversions (the
+input's above, the depthwise kernel's NCHW results).
+"""
 
 from .._jit import kernel
 from . import simd
-
-#: Pixels per job of ``channels_first``: the job's reads (all channels of these pixels) stay in L2
-#: and each of its writes is a run of this many elements.
-CONVERT_PIXELS = 64
 
 
 @kernel()
@@ -57,7 +53,6 @@ def pad_serial(a, out, top, left, first, last):
             dst[k] = 0
 
 
-
 @kernel(internal=True)
 def _tile(src, s0, s_step, dst, d0, d_step):
     """:func:`simd.transpose_tile`, each tile checked first under ``NUMBA_BOUNDSCHECK=1``."""
@@ -69,10 +64,27 @@ def _tile(src, s0, s_step, dst, d0, d_step):
     simd.transpose_tile(src, s0, s_step, dst, d0, d_step)
 
 
+@kernel(internal=True)
+def transpose(src, s0, s_step, dst, d0, d_step, rows, cols):
+    """``dst[d0 + j*d_step + i] = src[s0 + i*s_step + j]`` for ``i < rows``, ``j < cols``.
+
+    In register tiles of lanes x lanes elements (:func:`simd.transpose_tile`), then the rows and
+    columns past the last whole tile one by one.
+    """
+    lanes = simd.VECTOR_BYTES // src.itemsize
+    r_tiles = rows - rows % lanes
+    c_tiles = cols - cols % lanes
+    for i in range(0, r_tiles, lanes):
+        for j in range(0, c_tiles, lanes):
+            _tile(src, s0 + i * s_step + j, s_step, dst, d0 + j * d_step + i, d_step)
+    for i in range(rows):
+        for j in range(c_tiles if i < r_tiles else 0, cols):
+            dst[d0 + j * d_step + i] = src[s0 + i * s_step + j]
+
+
 @kernel()
 def pad_channels_first_serial(a, out, top, left, first, last):
     n_ch, height, width = a.shape[1], a.shape[2], a.shape[3]
-    lanes = simd.VECTOR_BYTES // a.itemsize
     rows, row_len = out.shape[1], out.shape[2]
     a_flat, out_flat = a.reshape(-1), out.reshape(-1)
     for job in range(first, last):
@@ -88,49 +100,9 @@ def pad_channels_first_serial(a, out, top, left, first, last):
             dst[k] = 0
         for k in range(hi, row_len):
             dst[k] = 0
-        n_px = (hi - lo) // n_ch
-        if n_px == 0:
-            continue
-        # tiles of lanes channels x lanes pixels, then the channels and pixels past them
-        c_tiles = n_ch - n_ch % lanes
-        q_tiles = n_px - n_px % lanes
-        a0 = (n * n_ch * height + r) * width  # a[n, 0, r, 0]
-        o0 = job * row_len + lo
-        for c in range(0, c_tiles, lanes):
-            for q in range(0, q_tiles, lanes):
-                _tile(a_flat, a0 + c * height * width + q, height * width, out_flat,
-                      o0 + q * n_ch + c, n_ch)
-        for c in range(n_ch):
-            src = a[n, c, r]
-            run = dst[lo + c:]
-            for q in range(q_tiles if c < c_tiles else 0, n_px):
-                run[q * n_ch] = src[q]
-
-
-
-@kernel()
-def channels_first_serial(a, out, first, last):
-    n_px, n_ch = a.shape[1], a.shape[2]
-    lanes = simd.VECTOR_BYTES // a.itemsize
-    blocks = -(-n_px // CONVERT_PIXELS)
-    a_flat, out_flat = a.reshape(-1), out.reshape(-1)
-    c_tiles = n_ch - n_ch % lanes
-    for job in range(first, last):
-        n = job // blocks
-        p0 = job % blocks * CONVERT_PIXELS
-        p1 = min(p0 + CONVERT_PIXELS, n_px)
-        p_tiles = p0 + (p1 - p0) - (p1 - p0) % lanes
-        # tiles of lanes pixels x lanes channels, then the pixels and channels past them
-        for p in range(p0, p_tiles, lanes):
-            for c in range(0, c_tiles, lanes):
-                _tile(a_flat, (n * n_px + p) * n_ch + c, n_ch, out_flat,
-                      (n * n_ch + c) * n_px + p, n_px)
-        src = a[n]
-        for c in range(n_ch):
-            dst = out[n, c]
-            for p in range(p_tiles if c < c_tiles else p0, p1):
-                dst[p] = src[p, c]
-
+        # channel c's row r (a[n, c, r, :]) to every n_ch-th element of the row from lo on
+        transpose(a_flat, (n * n_ch * height + r) * width, height * width, out_flat,
+                  job * row_len + lo, n_ch, n_ch, (hi - lo) // n_ch)
 
 
 @kernel()

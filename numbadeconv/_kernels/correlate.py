@@ -7,11 +7,13 @@ gather: no scatter, no races)::
         sum_{t < T, u < U, ci < cig} src[n, m*ssh + toffs[TH + t], (q*ssw + toffs[TW + u])*C
                                          + g*cig + ci] * weight(g, co, t, u, ci)
 
-for ``m < M``, ``q < Q``, where ``src`` is ``[N, Hs, Ws*C]`` (an NHWC array with its last two axes
-merged) and ``dst`` is ``[N, Hd, Wd, Cd]``. A convolution is one phase; a stride-``s`` transpose is
-``s*s`` stride-1 phases, each with the taps that reach it. ``src`` is zero-padded so that every read
-is in bounds (except for the row-wise kernel, below); the phases partition ``dst``, so every element
-is written exactly once (a phase with no taps writes the bias).
+for ``m < M``, ``q < Q``, where ``src`` is ``[N, Hs, Ws*C]`` (an NHWC array with its last two
+axes merged) and ``dst`` is ``[N, Hd, Wd, Cd]``, or ``[N, Cd, Hd, Wd]`` when ``meta[16]`` is 1
+(an NCHW result, written in place of a layout conversion). A convolution is one phase; a
+stride-``s`` transpose is ``s*s`` stride-1 phases, each with the taps that reach it. ``src`` is
+zero-padded so that every read is in bounds (except for the row-wise kernel, below); the phases
+partition ``dst``, so every element is written exactly once (a phase with no taps writes the
+bias).
 
 ``phases`` columns (int64): r0, c0, M, Q, T, U, TH and TW (where the phase's row and column tap
 offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap offsets start in
@@ -19,12 +21,13 @@ offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap 
 adjacent columns and their weights adjacent too, so that the taps x channels of one output pixel
 are one contiguous span of ``src`` and of ``weights``). ``meta`` (int64) is
 ``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes, top, left, tile, images,
-chunk]``: each job computes ``rows`` consecutive rows (block ``b`` of ``n_blocks``) of one phase
-of one image; ``w_co`` and ``w_g`` are the tiled kernel's weight strides between output channels
-and between groups, ``w_bytes`` the size of the block of weights it keeps in cache while
-sweeping a row block's pixels; ``top`` and ``left`` the padding assumed by the kernels that read
-``src`` unpadded, ``tile`` the depthwise kernel's weight tile length, ``images`` and ``chunk``
-the outer-product kernel's images and channel blocks per job (:mod:`.outer`).
+chunk, channels_first]``: each job computes ``rows`` consecutive rows (block ``b`` of
+``n_blocks``) of one phase of one image; ``w_co`` and ``w_g`` are the tiled kernel's weight
+strides between output channels and between groups, ``w_bytes`` the size of the block of weights
+it keeps in cache while sweeping a row block's pixels; ``top`` and ``left`` the padding assumed
+by the kernels that read ``src`` unpadded, ``tile`` the depthwise kernel's weight tile length,
+``images`` and ``chunk`` the outer-product kernel's images and channel blocks per job
+(:mod:`.outer`), ``channels_first`` the layout of ``dst``.
 
 Three kernels here and the depthwise one in :mod:`.depthwise`, each running jobs ``first`` to
 ``last`` (``X_serial``; :mod:`.parallel` spreads all jobs over threads). Job ``j`` is (image,
@@ -65,6 +68,23 @@ def _job(phases, meta, job):
     ph = phases[p]
     return (job // (n_phases * n_blocks), p, m_lo, min(m_lo + rows, ph[M]), ph[Q], ph[T], ph[U],
             ph[TH], ph[TW], ph[WS])
+
+
+@kernel(internal=True)
+def out_shape(dst, meta):
+    """(rows, columns, channels) of ``dst``, which is channels first when ``meta[16]`` is 1."""
+    if meta[16]:
+        return dst.shape[2], dst.shape[3], dst.shape[1]
+    return dst.shape[1], dst.shape[2], dst.shape[3]
+
+
+@kernel(internal=True)
+def put(dst, channels_first, n, row, col, ch, value):
+    """Set output element (``n``, ``row``, ``col``, ``ch``) of ``dst``, in its layout."""
+    if channels_first:
+        dst[n, ch, row, col] = value
+    else:
+        dst[n, row, col, ch] = value
 
 
 @kernel(internal=True)
@@ -168,12 +188,11 @@ def _dot4x3_taps3(x, p0, p1, p2, p3, t0, t1, t2, w, c0, c1, c2, u0, u1, u2, span
 
 
 @kernel(internal=True)
-def _store4x3(out_row, col0, cs, q0, nq, co, n_c, acc):
+def _store4x3(dst, channels_first, n, row, col0, cs, q0, nq, co, n_c, acc):
     """Store a 4-pixel x 3-channel tile (only its pixels < nq and its first n_c channels)."""
     for k in range(min(4, nq - q0)):
-        pixel = out_row[col0 + (q0 + k) * cs]
         for c in range(n_c):
-            pixel[co + c] = acc[3 * k + c]
+            put(dst, channels_first, n, row, col0 + (q0 + k) * cs, co + c, acc[3 * k + c])
 
 
 @kernel()
@@ -185,7 +204,7 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         w_g = meta[9]
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         cig = n_ch // groups
-        cog = dst.shape[3] // groups
+        cog = out_shape(dst, meta)[2] // groups
         col0 = phases[p, C0]
         tap_x = np.empty(nt * nu, np.uint64)
         tap_w = np.empty(nt * nu, np.uint64)
@@ -197,7 +216,7 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             ch0 = g * cig
             for cb in range(0, cog, c_block):
                 for m in range(m_lo, m_hi):
-                    out_row = dst[n, phases[p, R0] + m * rs]
+                    dst_row = phases[p, R0] + m * rs
                     for q0 in range(0, nq, 4):
                         q1 = min(q0 + 1, nq - 1)
                         q2 = min(q0 + 2, nq - 1)
@@ -235,8 +254,8 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                                   np.uint64(wb1) + tap_w[k],
                                                   np.uint64(wb2) + tap_w[k], span, acc)
                                     k += 1
-                            _store4x3(out_row, col0, cs, q0, nq, g * cog + c0, min(3, cog - c0),
-                                      acc)
+                            _store4x3(dst, meta[16], n, dst_row, col0, cs, q0, nq, g * cog + c0,
+                                      min(3, cog - c0), acc)
 
 
 @kernel()
@@ -245,13 +264,12 @@ def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         cig = n_ch // groups
-        cog = dst.shape[3] // groups
+        cog = out_shape(dst, meta)[2] // groups
         col0 = phases[p, C0]
         acc = np.empty(cog, dst.dtype)
         for m in range(m_lo, m_hi):
-            out_row = dst[n, phases[p, R0] + m * rs]
+            dst_row = phases[p, R0] + m * rs
             for q in range(nq):
-                pixel = out_row[col0 + q * cs]
                 for g in range(groups):
                     for co in range(cog):
                         acc[co] = bias[g * cog + co]
@@ -266,7 +284,7 @@ def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                 for co in range(cog):
                                     acc[co] += xv * wv[co]
                     for co in range(cog):
-                        pixel[g * cog + co] = acc[co]
+                        put(dst, meta[16], n, dst_row, col0 + q * cs, g * cog + co, acc[co])
 
 
 @kernel(internal=True)
@@ -289,17 +307,17 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     height = src.shape[1]
     width = src.shape[2] // meta[0]
     x = src.reshape(src.shape[0], -1)
-    acc = np.empty(dst.shape[2], dst.dtype)  # a phase's row: at most a row of dst
+    acc = np.empty(out_shape(dst, meta)[1], dst.dtype)  # a phase's row: at most a row of dst
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
         cig = n_ch // groups
-        cog = dst.shape[3] // groups
+        cog = out_shape(dst, meta)[2] // groups
         col0 = phases[p, C0]
         step = ssw * n_ch
         xn = x[n]
         for m in range(m_lo, m_hi):
-            out_row = dst[n, phases[p, R0] + m * rs]
+            dst_row = phases[p, R0] + m * rs
             for g in range(groups):
                 for co in range(cog):
                     for q in range(nq):
@@ -319,4 +337,4 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                 _axpy(acc, q_lo, q_hi - q_lo, xn, o + ci, step,
                                       weights[wb + ci * cog])
                     for q in range(nq):
-                        out_row[col0 + q * cs, g * cog + co] = acc[q]
+                        put(dst, meta[16], n, dst_row, col0 + q * cs, g * cog + co, acc[q])

@@ -11,8 +11,8 @@ The same jobs and phase table as :mod:`numbadeconv._kernels.correlate` (read its
   ``tile[i] = w(channel i % C, j, t, u)``, ``L = meta[13]`` a multiple of C: along an output
   row laid out ``[Q, C]``, the weight of element ``i`` is ``tile[i % L]``.
 - An output row (for each ``j``) is one contiguous vector of ``Q*C`` elements, written in
-  ``dst`` itself when ``mult == 1`` and the output column stride is 1 (a convolution), else in a
-  row buffer that is then stored.
+  ``dst`` itself when ``mult == 1``, the output column stride is 1 (a convolution) and ``dst``
+  is NHWC, else in a row buffer that is then stored (channels first: ``meta[16]``).
 - With at least one SIMD vector of channels, blocks of output rows whose row taps all read
   inside ``src`` are computed in explicit vector runs (LLVM IR), per pixel and channel vector
   with the rows' accumulators in registers: for a 3x3 window (:func:`_window_rows`) four rows
@@ -43,8 +43,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._jit import kernel
-from . import simd
-from .correlate import C0, R0, _inside, _job
+from . import copies, simd
+from .correlate import C0, R0, _inside, _job, out_shape
 
 
 @kernel(internal=True)
@@ -125,13 +125,32 @@ def _edge(a, ao, n_ch, b, x, xo, w, wo, wj, n_taps, q_lo, q_hi, first, end):
 
 
 @kernel(internal=True)
-def _store(out_row, acc, ao, row_len, cs, n_ch, mult):
-    """``out_row[q*cs, c*mult + j] = acc[ao + j*row_len + q*n_ch + c]``."""
-    for q in range(row_len // n_ch):
-        pixel = out_row[q * cs]
+def _store(dst, channels_first, n, row, col0, acc, ao, row_len, cs, n_ch, mult):
+    """Output ``(n, row, col0 + q*cs, c*mult + j)`` = ``acc[ao + j*row_len + q*n_ch + c]``.
+
+    ``dst`` is ``[N, Hd, Wd, Cd]``, or ``[N, Cd, Hd, Wd]`` if ``channels_first`` (then, with
+    ``cs == 1``, in register-tile transposes).
+    """
+    n_q = row_len // n_ch
+    if channels_first and cs == 1:
+        plane = dst.shape[2] * dst.shape[3]
+        d0 = ((n * dst.shape[1]) * dst.shape[2] + row) * dst.shape[3] + col0
+        for j in range(mult):
+            copies.transpose(acc, ao + j * row_len, n_ch, dst.reshape(-1), d0 + j * plane,
+                             mult * plane, n_q, n_ch)
+    elif channels_first:
         for c in range(n_ch):
             for j in range(mult):
-                pixel[c * mult + j] = acc[ao + j * row_len + q * n_ch + c]
+                out_row = dst[n, c * mult + j, row, col0:]
+                for q in range(n_q):
+                    out_row[q * cs] = acc[ao + j * row_len + q * n_ch + c]
+    else:
+        out_row = dst[n, row, col0:]
+        for q in range(n_q):
+            pixel = out_row[q * cs]
+            for c in range(n_ch):
+                for j in range(mult):
+                    pixel[c * mult + j] = acc[ao + j * row_len + q * n_ch + c]
 
 
 @contextlib.contextmanager
@@ -366,9 +385,9 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     top, left, tile = meta[11], meta[12], meta[13]
     height = src.shape[1]
     width = src.shape[2] // n_ch
-    d_rows, d_cols, n_out = dst.shape[1], dst.shape[2], dst.shape[3]
+    d_rows, d_cols, n_out = out_shape(dst, meta)
     mult = n_out // n_ch
-    direct = mult == 1 and cs == 1  # accumulate in dst itself
+    direct = mult == 1 and cs == 1 and not meta[16]  # accumulate in dst itself (NHWC)
     split_len = -(-width // ssw) * n_ch  # elements per column phase of a split source row
     w = weights
     b = bias.reshape(mult, tile)
@@ -493,6 +512,6 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                           nq)
             if not direct:
                 for h in range(n_rows):
-                    _store(dst[n, phases[p, R0] + (m + h) * rs, phases[p, C0]:], acc,
+                    _store(dst, meta[16], n, phases[p, R0] + (m + h) * rs, phases[p, C0], acc,
                            h * mult * row_len, row_len, cs, n_ch, mult)
             m += n_rows

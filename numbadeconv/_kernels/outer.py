@@ -25,7 +25,7 @@ from numba.extending import intrinsic
 
 from .._jit import kernel
 from . import simd
-from .correlate import C0, R0, M, Q, T, U, _tap_runs
+from .correlate import C0, R0, M, Q, T, U, _tap_runs, out_shape, put
 
 #: Output channels per block (two float32 or four float64 vectors).
 BLOCK = 16
@@ -120,7 +120,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     w_block, w_group = meta[8], meta[9]
     cig = n_ch // groups
-    cog = dst.shape[3] // groups
+    cog = out_shape(dst, meta)[2] // groups
     blocks = -(-cog // BLOCK)  # per group
     chunk = CHUNK_BYTES // (BLOCK * dst.itemsize)
     for job in range(first, last):
@@ -162,8 +162,8 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                         _outer_run(acc, t_i * tile, flat, xo, t_i * n_pix, weights,
                                    w0 + tap_w[k] + c0 * BLOCK, min(chunk, span - c0))
             for i in range(n_pixels):
-                pixel = dst[n_lo + i // per_image,
-                            phases[p, R0] + (m_lo + i % per_image // nq) * rs,
-                            phases[p, C0] + i % nq * cs]
+                n = n_lo + i // per_image
+                row = phases[p, R0] + (m_lo + i % per_image // nq) * rs
+                col = phases[p, C0] + i % nq * cs
                 for c in range(n_c):
-                    pixel[g * cog + cb + c] = acc[i * BLOCK + c]
+                    put(dst, meta[16], n, row, col, g * cog + cb + c, acc[i * BLOCK + c])
