@@ -44,7 +44,7 @@ from numba.extending import intrinsic
 
 from .._jit import kernel
 from . import copies, simd
-from .correlate import C0, R0, _inside, _job, out_shape
+from .correlate import C0, R0, _inside, _job, out_layout
 
 
 @kernel(internal=True)
@@ -385,7 +385,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     top, left, tile = meta[11], meta[12], meta[13]
     height = src.shape[1]
     width = src.shape[2] // n_ch
-    d_rows, d_cols, n_out = out_shape(dst, meta)
+    d_rows, d_cols, n_out = out_layout(dst, meta)[:3]
     mult = n_out // n_ch
     direct = mult == 1 and cs == 1 and not meta[16]  # accumulate in dst itself (NHWC)
     split_len = -(-width // ssw) * n_ch  # elements per column phase of a split source row

@@ -25,7 +25,7 @@ from numba.extending import intrinsic
 
 from .._jit import kernel
 from . import simd
-from .correlate import C0, R0, M, Q, T, U, _tap_runs, out_shape, put
+from .correlate import C0, R0, M, Q, T, U, _tap_runs, out_layout
 
 #: Output channels per block (two float32 or four float64 vectors).
 BLOCK = 16
@@ -120,7 +120,9 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     w_block, w_group = meta[8], meta[9]
     cig = n_ch // groups
-    cog = out_shape(dst, meta)[2] // groups
+    d_flat = dst.reshape(-1)
+    _, _, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
+    cog = n_out // groups
     blocks = -(-cog // BLOCK)  # per group
     chunk = CHUNK_BYTES // (BLOCK * dst.itemsize)
     for job in range(first, last):
@@ -162,8 +164,8 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                         _outer_run(acc, t_i * tile, flat, xo, t_i * n_pix, weights,
                                    w0 + tap_w[k] + c0 * BLOCK, min(chunk, span - c0))
             for i in range(n_pixels):
-                n = n_lo + i // per_image
-                row = phases[p, R0] + (m_lo + i % per_image // nq) * rs
-                col = phases[p, C0] + i % nq * cs
+                at = ((n_lo + i // per_image) * s_img
+                      + (phases[p, R0] + (m_lo + i % per_image // nq) * rs) * s_row
+                      + (phases[p, C0] + i % nq * cs) * s_col + (g * cog + cb) * s_ch)
                 for c in range(n_c):
-                    put(dst, meta[16], n, row, col, g * cog + cb + c, acc[i * BLOCK + c])
+                    d_flat[np.uint64(at + c * s_ch)] = acc[i * BLOCK + c]
