@@ -4,9 +4,11 @@ A *plan* holds everything that depends only on shapes and settings (the phase ta
 which kernel, the padded frame, and a gather index that packs the filters into the kernel's
 layout, unless the kernel reads them in place); plans are cached, so a repeated call costs at most
 a padding copy, one gather, one kernel launch and the allocations. Everything here takes
-validated NHWC arrays of one float dtype (float32 or float64, C-contiguous) and plain ints, and
-returns a new NHWC array. Sizes are TensorFlow's (see
-:mod:`numbadeconv.sizes`); ``pad`` is the (top, left) padding of the convolution's input.
+validated NHWC arrays of one float dtype (float32 or float64; C-contiguous, or the NHWC view of a
+C-contiguous NCHW array, converted in the padding copy) and plain ints, and returns a new NHWC
+array (with ``channels_first``, the NHWC view of a new NCHW array, which the kernels write
+directly). Sizes are TensorFlow's (see :mod:`numbadeconv.sizes`); ``pad`` is the (top, left)
+padding of the convolution's input.
 """
 
 from __future__ import annotations

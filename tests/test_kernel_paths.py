@@ -249,7 +249,7 @@ def test_nchw_layout_conversions(case, dtype, mode, monkeypatch):
 
 @st.composite
 def depthwise_geometries(draw):
-    """Depthwise calls whose channels fill vectors (the vector runs), any window and padding."""
+    """Depthwise calls that fill vectors (the vector runs): any window, padding and layout."""
     c = draw(st.integers(4, 20))
     pads = [draw(st.integers(0, 4)) for _ in range(4)]
     return dict(
@@ -260,6 +260,7 @@ def depthwise_geometries(draw):
         dilations=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
         padding=draw(st.sampled_from(["SAME", "VALID", [[0, 0], pads[:2], pads[2:], [0, 0]]])),
         dtype=draw(st.sampled_from([np.float32, np.float64])),
+        data_format=draw(st.sampled_from(["NHWC", "NCHW"])),
         seed=draw(st.integers(0, 2**32 - 1)),
     )
 
@@ -281,13 +282,18 @@ def test_depthwise_matches_reference(g):
     x = rng.standard_normal(g["x_shape"]).astype(g["dtype"])
     w = rng.standard_normal((kh, kw, 1, c * g["mult"])).astype(g["dtype"])
     tol = 1e-10 if g["dtype"] == np.float64 else 1e-4
-    y = nd.conv2d(x, w, *args, dilations=g["dilations"])
-    assert y.shape == (n, oh, ow, c * g["mult"])
-    np.testing.assert_allclose(y, reference_conv2d(x, w, *args, dilations=g["dilations"]),
-                               rtol=tol, atol=tol)
     w1 = w[..., :c]
     dy = rng.standard_normal((n, oh, ow, c)).astype(g["dtype"])
-    np.testing.assert_allclose(
-        nd.conv2d_transpose(dy, w1, x.shape, *args, dilations=g["dilations"]),
-        reference_conv2d_transpose(dy, w1, x.shape, *args, dilations=g["dilations"]),
-        rtol=tol, atol=tol)
+    expected = (reference_conv2d(x, w, *args, dilations=g["dilations"]),
+                reference_conv2d_transpose(dy, w1, x.shape, *args, dilations=g["dilations"]))
+    if g["data_format"] == "NCHW":  # the same calls on NCHW arrays (the kernel writes NCHW)
+        nchw = (0, 3, 1, 2)
+        x, dy = np.ascontiguousarray(x.transpose(nchw)), np.ascontiguousarray(dy.transpose(nchw))
+        if not isinstance(padding, str):
+            args = (g["strides"], [padding[i] for i in nchw])
+        expected = tuple(e.transpose(nchw) for e in expected)
+    kwargs = dict(dilations=g["dilations"], data_format=g["data_format"])
+    y = nd.conv2d(x, w, *args, **kwargs)
+    np.testing.assert_allclose(y, expected[0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(nd.conv2d_transpose(dy, w1, x.shape, *args, **kwargs),
+                               expected[1], rtol=tol, atol=tol)

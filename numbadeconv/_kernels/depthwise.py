@@ -125,32 +125,24 @@ def _edge(a, ao, n_ch, b, x, xo, w, wo, wj, n_taps, q_lo, q_hi, first, end):
 
 
 @kernel(internal=True)
-def _store(dst, channels_first, n, row, col0, acc, ao, row_len, cs, n_ch, mult):
-    """Output ``(n, row, col0 + q*cs, c*mult + j)`` = ``acc[ao + j*row_len + q*n_ch + c]``.
+def _store(d_flat, at, col_step, s_ch, acc, ao, row_len, n_ch, mult):
+    """``d_flat[at + q*col_step + (c*mult + j)*s_ch] = acc[ao + j*row_len + q*n_ch + c]``.
 
-    ``dst`` is ``[N, Hd, Wd, Cd]``, or ``[N, Cd, Hd, Wd]`` if ``channels_first`` (then, with
-    ``cs == 1``, in register-tile transposes).
+    For the row's pixels ``q``, channels ``c`` and multiplier ``j``: one output row from the row
+    buffer. Adjacent pixels (``col_step == 1``: an NCHW convolution) go in register-tile
+    transposes.
     """
     n_q = row_len // n_ch
-    if channels_first and cs == 1:
-        plane = dst.shape[2] * dst.shape[3]
-        d0 = ((n * dst.shape[1]) * dst.shape[2] + row) * dst.shape[3] + col0
-        for j in range(mult):
-            copies.transpose(acc, ao + j * row_len, n_ch, dst.reshape(-1), d0 + j * plane,
-                             mult * plane, n_q, n_ch)
-    elif channels_first:
-        for c in range(n_ch):
-            for j in range(mult):
-                out_row = dst[n, c * mult + j, row, col0:]
-                for q in range(n_q):
-                    out_row[q * cs] = acc[ao + j * row_len + q * n_ch + c]
-    else:
-        out_row = dst[n, row, col0:]
-        for q in range(n_q):
-            pixel = out_row[q * cs]
-            for c in range(n_ch):
-                for j in range(mult):
-                    pixel[c * mult + j] = acc[ao + j * row_len + q * n_ch + c]
+    for j in range(mult):
+        a0 = ao + j * row_len
+        d0 = at + j * s_ch
+        if col_step == 1:
+            copies.transpose(acc, a0, n_ch, d_flat, d0, mult * s_ch, n_q, n_ch)
+        else:
+            for q in range(n_q):
+                out = d0 + q * col_step
+                for c in range(n_ch):
+                    d_flat[np.uint64(out + c * mult * s_ch)] = acc[a0 + q * n_ch + c]
 
 
 @contextlib.contextmanager
@@ -385,7 +377,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     top, left, tile = meta[11], meta[12], meta[13]
     height = src.shape[1]
     width = src.shape[2] // n_ch
-    d_rows, d_cols, n_out = out_layout(dst, meta)[:3]
+    _, _, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
     mult = n_out // n_ch
     direct = mult == 1 and cs == 1 and not meta[16]  # accumulate in dst itself (NHWC)
     split_len = -(-width // ssw) * n_ch  # elements per column phase of a split source row
@@ -496,9 +488,8 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                         n_taps += 1
             for j in range(mult):
                 for h in range(n_rows):
-                    a_off[h] = (((n * d_rows + phases[p, R0] + (m + h) * rs) * d_cols
-                                 + phases[p, C0]) * n_out if direct
-                                else (h * mult + j) * row_len)
+                    a_off[h] = (n * s_img + (phases[p, R0] + (m + h) * rs) * s_row
+                                + phases[p, C0] * s_col if direct else (h * mult + j) * row_len)
                 w_j = j * nt * nu * tile
                 if n_rows > 1:
                     _rows(a, a_off, n_rows, bias, j * tile, x_src, xo, c_src, ssw * n_ch, w_runs,
@@ -512,6 +503,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                           nq)
             if not direct:
                 for h in range(n_rows):
-                    _store(dst, meta[16], n, phases[p, R0] + (m + h) * rs, phases[p, C0], acc,
-                           h * mult * row_len, row_len, cs, n_ch, mult)
+                    _store(d_flat, n * s_img + (phases[p, R0] + (m + h) * rs) * s_row
+                           + phases[p, C0] * s_col, cs * s_col, s_ch, acc, h * mult * row_len,
+                           row_len, n_ch, mult)
             m += n_rows
