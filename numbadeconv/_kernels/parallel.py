@@ -17,7 +17,6 @@ from __future__ import annotations
 import numba
 from numba import prange, types
 from numba._dispatcher import compute_fingerprint
-from numba.core import cgutils
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic
 
@@ -43,7 +42,7 @@ def _call_job(typingctx, address, args, job):
         function = builder.inttoptr(address_v, function_type.as_pointer())
         status, _ = context.call_conv.call_function(builder, function, types.none, arg_types,
                                                     arg_values)
-        return builder.zext(status.is_error, cgutils.intp_t)
+        return builder.zext(status.is_error, context.get_value_type(i64))
 
     return sig, codegen
 
