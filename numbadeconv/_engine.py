@@ -37,11 +37,13 @@ PARALLEL_MIN_COPY = 100_000
 #: within noise).
 OUTER_JOB_PIXELS = 128
 
-#: The tiled kernel pays off when a pixel's reduction span (taps x input channels) is this long.
-TILED_MIN_SPAN = 16
+#: The tiled kernel pays off, where the outer-product kernel would waste much of its channel
+#: blocks, when a pixel's reduction runs (taps x input channels) are this long.
+TILED_MIN_SPAN = 24
 
-#: The outer-product kernel computes output channels in blocks of 16: it is chosen when at
-#: least this fraction of a group's blocks are real channels ...
+#: The outer-product kernel computes output channels in blocks of 8 or 16
+#: (:func:`outer.block_width`): it is chosen when at least this fraction of a group's blocks are
+#: real channels ...
 OUTER_MIN_FILL = 0.6
 
 #: ... and, where the tiled kernel could read the filters in place, the call does at least this
@@ -52,7 +54,8 @@ OUTER_MIN_MACS_PER_WEIGHT = 64
 #: contiguous and at least this long.
 IN_PLACE_MIN_SPAN = 64
 
-#: At most this many channels in all (in x out per group, times groups) use the row-wise kernel.
+#: At most this many channels in all (in x out per group, times groups), one input or one output
+#: channel per group, use the row-wise kernel.
 ROWWISE_MAX_CHANNELS = 4
 
 #: A job computes a block of output rows whose source rows take about this many bytes (about an L2
@@ -74,8 +77,7 @@ DEPTHWISE_TILE = 1024
 WEIGHT_BLOCK_BYTES = 256 * 1024
 
 _CORRELATE = {"outer": outer.outer_serial, "tiled": correlate.tiled_serial,
-              "vector": correlate.vector_serial, "depthwise": depthwise.depthwise_serial,
-              "rowwise": correlate.rowwise_serial}
+              "depthwise": depthwise.depthwise_serial, "rowwise": correlate.rowwise_serial}
 
 
 def _threads_for(threads: int | None, macs: int, minimum: int | None = None) -> int:
@@ -150,7 +152,7 @@ def _frame(shape, top: int, left: int, height: int, width: int):
 class CorrelationPlan:
     """A conv2d or a transpose, lowered onto one correlation kernel launch."""
 
-    kind: str  # "tiled", "vector", "depthwise" or "rowwise"; "fill" when no tap contributes
+    kind: str  # "outer", "tiled", "depthwise" or "rowwise"; "fill" when no tap contributes
     out_shape: tuple[int, int, int, int]
     frame: tuple[int, int, int, int] | None
     phases: np.ndarray
@@ -164,17 +166,26 @@ class CorrelationPlan:
 
 def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs_per_weight: float,
                    in_place: bool, affine: bool) -> str:
-    if cig * cog * groups <= ROWWISE_MAX_CHANNELS:
+    """The correlation kernel for ``cig`` -> ``cog`` channels per group.
+
+    Row-wise for a handful of channels, depthwise for one input channel per group, else the
+    outer-product kernel, unless the tiled one reduces long ``spans`` (a phase's reduction runs)
+    into output channels that would leave the outer kernel's blocks mostly empty, or reads the
+    filters in place (``in_place``) on a call too small to pay for packing them. ``affine``:
+    whether the outer kernel can pack the filters (always, in practice).
+    """
+    if cig * cog * groups <= ROWWISE_MAX_CHANNELS and min(cig, cog) == 1:
         return "rowwise"
     if cig == 1 and groups > 1:
         return "depthwise"
-    if min(spans) < TILED_MIN_SPAN:
-        return "vector"
-    blocks = -(-cog // outer.BLOCK)
-    if (affine and cog / (blocks * outer.BLOCK) >= OUTER_MIN_FILL
-            and (macs_per_weight >= OUTER_MIN_MACS_PER_WEIGHT or not in_place)):
-        return "outer"
-    return "tiled"
+    if not affine:  # the tiled kernel packs any layout of the filters
+        return "tiled"
+    block = outer.block_width(cog)
+    filled = cog / (-(-cog // block) * block) >= OUTER_MIN_FILL
+    if min(spans) >= TILED_MIN_SPAN and (
+            not filled or (in_place and macs_per_weight < OUTER_MIN_MACS_PER_WEIGHT)):
+        return "tiled"
+    return "outer"
 
 
 def _pack(kind: str, w5: np.ndarray, tile: int) -> np.ndarray:
@@ -182,7 +193,7 @@ def _pack(kind: str, w5: np.ndarray, tile: int) -> np.ndarray:
     if kind == "depthwise":  # [cog, T, U, tile]: tile[i] = w5[t, u, 0, i % G, co]
         by_channel = w5[:, :, 0].transpose(3, 0, 1, 2)
         return np.tile(by_channel, tile // w5.shape[3]).ravel()
-    return w5.transpose(3, 0, 1, 2, 4).ravel()  # vector, rowwise: [G, T, U, cig, cog]
+    return w5.transpose(3, 0, 1, 2, 4).ravel()  # rowwise: [G, T, U, cig, cog]
 
 
 def _affine_strides(taps: list[np.ndarray]) -> tuple[int, int, int] | None:
@@ -222,6 +233,8 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     cog = out_shape[3] // groups
     taps = [[w5_of(r[3], c[3]) for c in cols] for r in rows]
     flat_taps = [i5 for row in taps for i5 in row]
+    if not any(i5.size for i5 in flat_taps):
+        return _fill_plan(out_shape)
     strides = _affine_strides(flat_taps)
     in_place = (strides[2], strides[1]) if (strides and strides[0] == 1
                                             and cig >= IN_PLACE_MIN_SPAN) else None
@@ -242,17 +255,18 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     table = []
     weight_index = None
     tile = n_ch * max(1, min(max(c[1] for c in cols), DEPTHWISE_TILE // n_ch))
-    w_co = w_g = 0
+    w_co = w_g = block = 0
     pack = None
     if kind in ("tiled", "outer"):
         n_taps = sum(i5.shape[0] * i5.shape[1] for i5 in flat_taps)
         tap_size = cig  # weights of one tap (per output channel or block)
-        if kind == "outer":  # packed [G, blocks, all taps, cig, BLOCK] by copies.pack
-            blocks = -(-cog // outer.BLOCK)
+        if kind == "outer":  # packed [G, blocks, all taps, cig, block] by copies.pack
+            block = outer.block_width(cog)
+            blocks = -(-cog // block)
             bases = np.concatenate([i5[:, :, 0, 0, 0].ravel() for i5 in flat_taps])
             pack = (bases.astype(np.int64),
-                    np.array((cig, cog, groups, blocks, outer.BLOCK, *strides), np.int64))
-            tap_size = cig * outer.BLOCK
+                    np.array((cig, cog, groups, blocks, block, *strides), np.int64))
+            tap_size = cig * block
             w_co, w_g = n_taps * tap_size, blocks * n_taps * tap_size
         elif in_place:
             w_co, w_g = in_place
@@ -286,7 +300,7 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
         top_left = (0, 0) if frame is None else frame[:2]
         frame = None
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
-            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0)
+            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0, block)
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,
@@ -392,9 +406,10 @@ def _blocked_meta(plan: CorrelationPlan, threads: int,
     wanted = JOBS_PER_THREAD * threads if threads > 1 else 1
     rows = min(plan.max_rows, m_max)
     images = 1
-    blocks = int(plan.meta[5]) * -(-plan.out_shape[3] // int(plan.meta[5]) // outer.BLOCK)
-    chunk = blocks
+    blocks = chunk = 1
     if plan.kind == "outer":
+        groups, block = int(plan.meta[5]), int(plan.meta[17])
+        blocks = groups * -(-plan.out_shape[3] // groups // block)
         # about OUTER_JOB_PIXELS pixels per job (rows, then images), then split the channel
         # blocks if that leaves too few jobs
         q_max = int(plan.phases[:, correlate.Q].max())

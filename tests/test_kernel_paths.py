@@ -1,9 +1,9 @@
 """Every kernel path of the engine, serial and parallel, against the naive reference.
 
-The engine picks a kernel from the channel counts (outer products with packed filters, tiled with
-filters read in place or packed, vector, depthwise, row-wise, or a plain fill when no tap reaches
-the output) and runs small calls
-serially; these cases force each path and the parallel entry points.
+The engine picks a kernel from the channel counts (outer products in blocks of 16 or 8 output
+channels with packed filters, tiled with filters read in place or packed, depthwise, row-wise, or a
+plain fill when no tap reaches the output) and runs small calls serially; these cases force each
+path and the parallel entry points.
 """
 
 import numpy as np
@@ -25,20 +25,24 @@ from numbadeconv.testing import (
 CASES = {
     "tiled in place (transpose)": ((2, 8, 8, 70), (5, 5, 70, 96), 2, "SAME", 1),
     "tiled in place, k2 s2": ((1, 10, 10, 128), (2, 2, 128, 64), 2, "VALID", 1),
-    "tiled packed, grouped": ((2, 12, 12, 96), (3, 3, 32, 66), 1, "SAME", 1),
+    "tiled packed, grouped": ((2, 12, 12, 96), (3, 3, 32, 9), 1, "SAME", 1),
     "tiled, dilated, stride 3": ((2, 12, 12, 64), (3, 3, 64, 67), 3, "VALID", 2),
     "tiled, explicit asymmetric": ((1, 16, 16, 70), (4, 4, 70, 65), 2,
                                    [[0, 0], [1, 2], [2, 0], [0, 0]], 1),
     "tiled, grouped in place": ((1, 17, 17, 130), (7, 7, 65, 128), 3, "SAME", 1),
     "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),
     "outer, grouped, strided": ((1, 13, 14, 48), (3, 3, 16, 60), 2, "SAME", 1),
-    "vector": ((2, 9, 9, 3), (3, 3, 3, 20), 2, "SAME", 1),
+    "outer, few input channels": ((2, 9, 9, 3), (3, 3, 3, 20), 2, "SAME", 1),
+    "outer, blocks of 8": ((2, 9, 10, 5), (3, 3, 5, 7), 2, "SAME", 1),
+    "outer, blocks of 8, grouped, 1x1": ((1, 6, 7, 12), (1, 1, 4, 6), 1, "VALID", 1),
+    "outer, two channels": ((1, 7, 9, 2), (5, 5, 2, 2), 1, "SAME", 1),
     "depthwise": ((2, 9, 9, 12), (3, 3, 1, 12), 1, "SAME", 1),
     "depthwise multiplier": ((2, 9, 9, 6), (3, 3, 1, 18), 2, "SAME", 2),
     "rowwise (one channel)": ((2, 13, 11, 1), (3, 3, 1, 1), 2, "SAME", 1),
     "stride above kernel (empty phases)": ((1, 9, 9, 4), (2, 2, 4, 5), 3, "VALID", 1),
     "stride above kernel, channel-rich": ((1, 9, 10, 64), (2, 2, 64, 48), 3, "VALID", 1),
     "stride above kernel, in place": ((1, 9, 10, 64), (2, 1, 64, 64), 3, "VALID", 1),
+    "no tap reaches the output (transpose)": ((1, 4, 1, 10), (3, 4, 5, 2), 2, "SAME", 2),
 }
 
 
@@ -88,9 +92,11 @@ def test_every_op_matches_reference(name, mode):
 
 
 @pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
+                                  "outer, blocks of 8", "outer, two channels",
                                   "tiled, explicit asymmetric"])
 def test_float32_matches_reference(name, mode):
-    # float64 above; the outer-product kernel's float32 tiles are 6 pixels wide, not 3
+    # float64 above; the outer-product kernel's float32 tiles are wider (6 or 12 pixels, not 2
+    # or 6)
     x_shape, w_shape, stride, padding, dilation = CASES[name]
     rng = np.random.default_rng(len(name))
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -123,9 +129,10 @@ def test_cases_cover_every_kernel():
             _engine.plan_input_grad((x_shape[0], oh, ow, w_shape[3]), w_shape, x_shape[1:3],
                                     (stride,) * 2, (dilation,) * 2, (pt, pl), groups),
         ):
-            kinds.add((plan.kind, plan.weight_index is None))
-    assert {("outer", True), ("tiled", True), ("tiled", False), ("vector", False),
-            ("depthwise", False), ("rowwise", False)} <= kinds
+            kinds.add((plan.kind, int(plan.meta[17]) if plan.kind == "outer"
+                       else plan.weight_index is None))
+    assert {("outer", 16), ("outer", 8), ("tiled", True), ("tiled", False), ("depthwise", False),
+            ("rowwise", False), ("fill", True)} <= kinds
 
 
 # The depthwise kernel's own paths: vector runs of four rows (3x3, stride 1), two rows (3x3 with a
@@ -151,8 +158,10 @@ DEPTHWISE = [
     ((1, 7, 120, 40), 3, 1, 1, 1, "SAME"),
     ((1, 9, 130, 36), 3, 1, 2, 1, "SAME"),
     ((1, 6, 110, 40), 5, 2, 1, 1, "VALID"),
-    # found by the fuzz: transpose phases with no row or no column taps (all bias)
+    # found by the fuzz: transpose phases with no row or no column taps (all bias); a transpose
+    # that some tap reaches, with phases that none does
     ((1, 4, 2, 5), (2, 1), 1, 3, 3, [[0, 0], [1, 3], [1, 2], [0, 0]]),
+    ((1, 7, 8, 5), (2, 1), 1, 3, 1, [[0, 0], [1, 0], [0, 0], [0, 0]]),
     # eight-row runs of other windows: strided, dilated
     ((2, 20, 11, 9), 5, 1, 2, 1, "SAME"),
     ((1, 22, 10, 8), (2, 3), 1, 1, 2, "VALID"),
@@ -191,7 +200,8 @@ def test_depthwise_paths(case, dtype, mode, monkeypatch):
     np.testing.assert_allclose(
         dx, reference_conv2d_transpose(y1, w1, x_shape, stride, padding, dilations=dilation),
         rtol=tol, atol=tol)
-    assert set(kinds) == {"depthwise"}
+    # (a transpose that no tap reaches is a plain fill)
+    assert kinds[0] == "depthwise" and set(kinds) <= {"depthwise", "fill"}
 
 
 def test_depthwise_rows_span_several_tiles():
@@ -210,7 +220,7 @@ NCHW = [
     ((1, 20, 8, 8), (2, 2, 20, 9), 2, "VALID"),  # no padding: a conversion alone
     ((2, 12, 10, 11), (3, 3, 1, 12), 2, "SAME"),  # depthwise: reads the converted input
     ((1, 16, 11, 21), (5, 5, 1, 32), 1, "SAME"),  # depthwise multiplier 2, eight-row runs
-    ((2, 3, 7, 5), (3, 3, 3, 2), 1, "SAME"),  # fewer channels than a tile (vector kernel)
+    ((2, 3, 7, 5), (3, 3, 3, 2), 1, "SAME"),  # outer kernel, blocks of 8 channels
     ((2, 1, 9, 13), (3, 3, 1, 2), 2, "SAME"),  # one input channel (row-wise kernel)
     ((1, 64, 6, 7), (3, 3, 64, 64), 1, "SAME"),  # tiled, filters in place (the transpose)
 ]

@@ -3,7 +3,7 @@
 All run as jobs (``X_serial`` over jobs ``first`` to ``last``), spread over threads by
 :mod:`.parallel` when large: a serial copy would bound the speed-up of the kernel that follows it.
 
-``pad``: the zero-padded copy of an NHWC input that the tiled, vector and filter-gradient
+``pad``: the zero-padded copy of an NHWC input that the outer, tiled and filter-gradient
 kernels read. ``out[n, i, j, c] = a[n, i - top, j - left, c]`` where that is inside ``a``, else
 0, for ``out`` ``[N, height, width*C]`` (last two axes merged) and ``a`` ``[N, H, W*C]``; ``top``
 and ``left`` are non-negative, and ``out`` may also crop ``a``. Job ``j`` writes row ``j`` of
@@ -25,6 +25,7 @@ input's above, the depthwise kernel's NCHW results).
 
 from .._jit import kernel
 from . import simd
+from .simd import CHECK_BOUNDS
 
 
 @kernel()
@@ -56,7 +57,7 @@ def pad_serial(a, out, top, left, first, last):
 @kernel(internal=True)
 def _tile(src, s0, s_step, dst, d0, d_step):
     """:func:`simd.transpose_tile`, each tile checked first under ``NUMBA_BOUNDSCHECK=1``."""
-    if simd.CHECK_BOUNDS:
+    if CHECK_BOUNDS:
         span = simd.VECTOR_BYTES // src.itemsize - 1
         if not (0 <= s0 and s0 + span * (s_step + 1) < src.shape[0] and 0 <= d0
                 and d0 + span * (d_step + 1) < dst.shape[0]):

@@ -21,25 +21,26 @@ offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap 
 adjacent columns and their weights adjacent too, so that the taps x channels of one output pixel
 are one contiguous span of ``src`` and of ``weights``). ``meta`` (int64) is
 ``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes, top, left, tile, images,
-chunk, channels_first]``: each job computes ``rows`` consecutive rows (block ``b`` of
+chunk, channels_first, block]``: each job computes ``rows`` consecutive rows (block ``b`` of
 ``n_blocks``) of one phase of one image; ``w_co`` and ``w_g`` are the tiled kernel's weight
 strides between output channels and between groups, ``w_bytes`` the size of the block of weights
 it keeps in cache while sweeping a row block's pixels; ``top`` and ``left`` the padding assumed
 by the kernels that read ``src`` unpadded, ``tile`` the depthwise kernel's weight tile length,
-``images`` and ``chunk`` the outer-product kernel's images and channel blocks per job
-(:mod:`.outer`), ``channels_first`` the layout of ``dst``.
+``images``, ``chunk`` and ``block`` the outer-product kernel's images and channel blocks per
+job and output channels per block (:mod:`.outer`), ``channels_first`` the layout of ``dst``.
 
-Three kernels here and the depthwise one in :mod:`.depthwise`, each running jobs ``first`` to
-``last`` (``X_serial``; :mod:`.parallel` spreads all jobs over threads). Job ``j`` is (image,
-row block, phase) with the phase innermost, so that uneven phases spread over the threads:
+Two kernels here, the outer-product one in :mod:`.outer` and the depthwise one in
+:mod:`.depthwise`, each running jobs ``first`` to ``last`` (``X_serial``; :mod:`.parallel`
+spreads all jobs over threads). Job ``j`` is (image, row block, phase) with the phase innermost,
+so that uneven phases spread over the threads:
 
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
-  spans of input channels (and adjacent taps), three taps per pass; for channel-rich problems.
+  spans of input channels (and adjacent taps), three taps per pass; for long spans with few
+  output channels per group (which would leave the outer-product kernel's blocks mostly empty),
+  and for filters read in place.
   The weight of ``(g, co, tap, ci)`` is at ``g*w_g + co*w_co + toffs[WS + tap] + ci``: the
   filters themselves when their input channels are contiguous (a transpose's
   ``[fh, fw, out, in]``), else a packed copy ``[G, cog, taps, cig]``.
-- ``vector``: one output pixel at a time, vectorised along the output channels of a group; for few
-  input channels per group. Weights ``[G, T, U, cig, cog]`` per phase.
 - ``rowwise``: one output channel at a time, vectorised along the pixels of a row; for very few
   channels (a single-channel image). Weights ``[G, T, U, cig, cog]`` per phase. Like the
   depthwise kernel (:mod:`.depthwise`), it reads ``src`` unpadded: ``meta[11]`` and ``meta[12]``
@@ -259,38 +260,6 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                     k += 1
                             _store4x3(d_flat, d_row + q0 * cs * s_col + (g * cog + c0) * s_ch,
                                       cs * s_col, s_ch, min(4, nq - q0), min(3, cog - c0), acc)
-
-
-@kernel()
-def vector_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
-    d_flat = dst.reshape(-1)
-    _, _, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
-    for job in range(first, last):
-        n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
-        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
-        cig = n_ch // groups
-        cog = n_out // groups
-        col0 = phases[p, C0]
-        acc = np.empty(cog, dst.dtype)
-        for m in range(m_lo, m_hi):
-            d_row = n * s_img + (phases[p, R0] + m * rs) * s_row
-            for q in range(nq):
-                pixel = np.uint64(d_row + (col0 + q * cs) * s_col)
-                for g in range(groups):
-                    for co in range(cog):
-                        acc[co] = bias[g * cog + co]
-                    for t in range(nt):
-                        srow = src[n, m * ssh + toffs[th + t]]
-                        for u in range(nu):
-                            o = (q * ssw + toffs[tw + u]) * n_ch + g * cig
-                            wb = ws + ((g * nt + t) * nu + u) * cig * cog
-                            for ci in range(cig):
-                                xv = srow[o + ci]
-                                wv = weights[wb + ci * cog:wb + (ci + 1) * cog]
-                                for co in range(cog):
-                                    acc[co] += xv * wv[co]
-                    for co in range(cog):
-                        d_flat[pixel + np.uint64((g * cog + co) * s_ch)] = acc[co]
 
 
 @kernel(internal=True)

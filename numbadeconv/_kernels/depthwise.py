@@ -45,6 +45,7 @@ from numba.extending import intrinsic
 from .._jit import kernel
 from . import copies, simd
 from .correlate import C0, R0, _inside, _job, out_layout
+from .simd import CHECK_BOUNDS
 
 
 @kernel(internal=True)
@@ -344,7 +345,7 @@ def _rows(a, a_off, n_rows, b, bo, x, xo, c_off, x_step, w, wo, n_ch, q_lo, q_hi
             for h in range(n_rows):
                 for t in range(nt):
                     rows[h * nt + t] = xo[h, t * nu] + shift
-        if simd.CHECK_BOUNDS:
+        if CHECK_BOUNDS:
             _check_rows(a, ao, n_rows, x, rows, 6 if three else n_rows * nt, cu, x_step, w, wk,
                         b, bo, end - q, n_ch)
         if not three:

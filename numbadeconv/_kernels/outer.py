@@ -2,92 +2,158 @@
 
 The same phase table and tap runs as the ``tiled`` kernel of
 :mod:`numbadeconv._kernels.correlate` (read its docstring), with packed weights
-``[G, n_blocks, all taps, cig, B]``: for each tap and input channel, ``B = 16`` consecutive
-output channels (zero past ``cog``). The toffs entries from a phase's WS column on are its taps'
+``[G, n_blocks, all taps, cig, B]``: for each tap and input channel, ``B`` consecutive output
+channels (zero past ``cog``), ``B = meta[17]``: 16, or 8 when a group has at most 8 output
+channels (:func:`block_width`). The toffs entries from a phase's WS column on are its taps'
 offsets within a block (``tap * cig * B``), ``meta[8]`` and ``meta[9]`` the block and group
 strides. A job is a block of rows of one phase, for ``meta[14]`` images and ``meta[15]``
 channel blocks: images are grouped so that the weights of a block, loaded into cache once,
 serve enough pixels, and channel blocks are split when that leaves too few jobs.
 
-A tile is P pixels x 16 output channels held in vector registers (float32: 6 pixels x 2 vectors
-of 8; float64: 3 pixels x 4 vectors of 4: 12 accumulators of the 16 AVX2 registers either way).
-For each input element of a run the tile does one broadcast per pixel and one fused multiply-add
-per accumulator; the accumulators stay in registers across the whole run and no horizontal sum
-is needed. LLVM does not find this schedule from scalar code (it vectorises the reduction loop
-instead), so :func:`_outer_run` writes it in LLVM IR.
+A tile is P pixels x B output channels held in vector registers, P as large as the 16 AVX2
+registers allow beside the block's weight vectors and a broadcast (:func:`tile_pixels`; float32,
+B = 16: 6 pixels x 2 vectors of 8, B = 8: 12 x 1; float64: 2 x 4 and 6 x 2). For each input
+element the tile does one broadcast per pixel and one fused multiply-add per accumulator; the
+accumulators stay in registers over all the runs (taps) of a pixel, a chunk of each at a time,
+start from the bias and, for full blocks of an NHWC result, end in the result itself; no
+horizontal sum is needed. LLVM does not find this schedule from scalar code (it vectorises the
+reduction loop instead), so :func:`_outer_runs` writes it in LLVM IR.
 """
 
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 
 from .._jit import kernel
 from . import simd
 from .correlate import C0, R0, M, Q, T, U, _tap_runs, out_layout
+from .simd import CHECK_BOUNDS
 
-#: Output channels per block (two float32 or four float64 vectors).
-BLOCK = 16
+#: Vector registers (AVX2): a tile's accumulators, its weight vectors and a broadcast.
+REGISTERS = 16
 
-#: Bytes of weights (a chunk of input elements x BLOCK) per pass over a job's tiles: half of an
-#: L1 cache, the rest holds the tiles' source runs.
+#: Most pixels per tile (each takes a general register for its source pointer).
+MAX_PIXELS = 12
+
+#: Bytes of weights (a chunk of every run x B) per pass over a job's tiles: half of an L1
+#: cache, the rest holds the tiles' source runs.
 CHUNK_BYTES = 16 * 1024
 
-def _pixels(dtype) -> int:
-    """Pixels per tile: 12 accumulator vectors of 8 float32 or 4 float64."""
-    return 6 if dtype == types.float32 else 3
 
+def block_width(cog: int) -> int:
+    """Output channels per block for groups of ``cog`` output channels: 8 or 16.
 
-@intrinsic
-def _outer_run(typingctx, acc, ao, x, xo, xs, w, wo, span):
-    """``acc[ao + p*16 + c] += sum_{k < span} x[xo[xs + p] + k] * w[wo + k*16 + c]``.
-
-    For the tile's pixels ``p``: ``acc[ao:]`` holds the tile (loaded into registers first,
-    stored back last), ``xo[xs:]`` (int64) the pixels' offsets in ``x``; all offsets are in
-    bounds.
+    16 needs fewer loads per multiply-add (a broadcast serves two vectors); 8 wastes less when
+    a group has at most 8 channels.
     """
-    sig = types.void(acc, ao, x, xo, xs, w, wo, span)
+    return 8 if cog <= 8 else 16
 
-    def codegen(context, builder, signature, args):
-        acc_a, ao_v, x_a, xo_a, xs_v, w_a, wo_v, span_v = args
-        v = simd.Vectors(context, builder, signature.args[0].dtype)
-        n_vec = BLOCK // v.lanes
-        n_pix = _pixels(signature.args[0].dtype)
-        acc_p = v.at(v.data(acc_a, signature.args[0]), ao_v)
-        x_p = v.data(x_a, signature.args[2])
-        xo_p = v.at(v.data(xo_a, signature.args[3]), xs_v)
-        w_p = v.at(v.data(w_a, signature.args[5]), wo_v)
-        # accumulators live in allocas, which LLVM promotes to registers
-        slots = []
-        for i in range(n_pix * n_vec):
-            slot = cgutils.alloca_once(builder, v.type)
-            builder.store(v.load(acc_p, v.lanes * i), slot)
-            slots.append(slot)
-        rows = [v.at(x_p, v.item(xo_p, j)) for j in range(n_pix)]
-        with cgutils.for_range(builder, span_v) as loop:
-            k = loop.index
-            w_k = v.at(w_p, builder.mul(k, ir.Constant(simd.I64, BLOCK)))
-            w_vecs = [v.load(w_k, v.lanes * i) for i in range(n_vec)]
-            for j in range(n_pix):
-                b = v.splat(builder.load(v.at(rows[j], k)))
-                for i in range(n_vec):
-                    slot = slots[j * n_vec + i]
-                    builder.store(v.fma(b, w_vecs[i], builder.load(slot)), slot)
-        for i in range(n_pix * n_vec):
-            v.store(builder.load(slots[i]), acc_p, v.lanes * i)
-        return context.get_dummy_value()
 
-    return sig, codegen
+@register_jitable
+def tile_pixels(block, itemsize):
+    """Pixels per tile of ``block`` channels of ``itemsize`` bytes.
+
+    As many as the vector registers hold beside the block's weight vectors and a broadcast, at
+    most MAX_PIXELS.
+    """
+    n_vec = block * itemsize // simd.VECTOR_BYTES
+    return min(MAX_PIXELS, (REGISTERS - 1 - n_vec) // n_vec)
+
+
+def _outer_runs(block: int):
+    """The micro-kernel of ``block`` output channels: an intrinsic ``run`` (see its docstring)."""
+
+    @intrinsic
+    def run(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
+            dst, out, d_add, direct):
+        """One tile's runs ``r_lo`` to ``r_hi``, ``span`` elements of each, in registers.
+
+        ``acc[ao + p*B + c] += sum_{r, k} x[xo[xs + p] + runs_x[r] + k] * w[wo + runs_w[r]
+        + k*B + c]`` for the tile's pixels ``p`` (``B = block``): ``acc[ao:]`` holds the tile
+        between calls; ``xo[xs:]`` (int64) the pixels' offsets in ``x``, ``runs_x`` and
+        ``runs_w`` (int64) the runs' offsets. With ``first`` the tile starts from the bias
+        ``b[:B]`` instead of ``acc``; with ``direct`` it ends in ``dst[out[xs + p] + d_add:]``
+        instead of ``acc``. All offsets are in bounds.
+        """
+        sig = types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
+                         dst, out, d_add, direct)
+
+        def codegen(context, builder, signature, args):
+            (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
+             first_v, dst_a, out_a, d_add_v, direct_v) = args
+            arg = signature.args
+            v = simd.Vectors(context, builder, arg[0].dtype)
+            n_vec = block // v.lanes
+            n_pix = tile_pixels(block, simd.VECTOR_BYTES // v.lanes)
+            acc_p = v.at(v.data(acc_a, arg[0]), ao_v)
+            x_p = v.data(x_a, arg[2])
+            xo_p = v.at(v.data(xo_a, arg[3]), xs_v)
+            rx_p, rw_p = v.data(rx_a, arg[5]), v.data(rw_a, arg[6])
+            w_p = v.at(v.data(w_a, arg[9]), wo_v)
+            # accumulators live in allocas, which LLVM promotes to registers
+            slots = [cgutils.alloca_once(builder, v.type) for _ in range(n_pix * n_vec)]
+            with builder.if_else(cgutils.is_true(builder, first_v)) as (from_bias, from_acc):
+                with from_bias:
+                    b_p = v.data(b_a, arg[12])
+                    for i, slot in enumerate(slots):
+                        builder.store(v.load(b_p, v.lanes * (i % n_vec)), slot)
+                with from_acc:
+                    for i, slot in enumerate(slots):
+                        builder.store(v.load(acc_p, v.lanes * i), slot)
+            pixels = [v.at(x_p, v.item(xo_p, j)) for j in range(n_pix)]
+            one = ir.Constant(simd.I64, 1)
+            with cgutils.for_range_slice(builder, r_lo_v, r_hi_v, one) as (r, _):
+                run_x = builder.load(builder.gep(rx_p, [r]))
+                run_w = v.at(w_p, builder.load(builder.gep(rw_p, [r])))
+                rows = [v.at(pixel, run_x) for pixel in pixels]
+                with cgutils.for_range(builder, span_v) as loop:
+                    k = loop.index
+                    w_k = v.at(run_w, builder.mul(k, ir.Constant(simd.I64, block)))
+                    w_vecs = [v.load(w_k, v.lanes * i) for i in range(n_vec)]
+                    for j in range(n_pix):
+                        bc = v.splat(builder.load(v.at(rows[j], k)))
+                        for i in range(n_vec):
+                            slot = slots[j * n_vec + i]
+                            builder.store(v.fma(bc, w_vecs[i], builder.load(slot)), slot)
+            with builder.if_else(cgutils.is_true(builder, direct_v)) as (to_dst, to_acc):
+                with to_dst:
+                    d_p = v.at(v.data(dst_a, arg[14]), d_add_v)
+                    out_p = v.at(v.data(out_a, arg[15]), xs_v)
+                    for j in range(n_pix):
+                        d_j = v.at(d_p, v.item(out_p, j))
+                        for i in range(n_vec):
+                            v.store(builder.load(slots[j * n_vec + i]), d_j, v.lanes * i)
+                with to_acc:
+                    for i, slot in enumerate(slots):
+                        v.store(builder.load(slot), acc_p, v.lanes * i)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return run
+
+
+_runs16 = _outer_runs(16)
+_runs8 = _outer_runs(8)
 
 
 @kernel(internal=True)
-def _check_run(acc, ao, x, xo, xs, n_pix, w, wo, span):
-    """Raise IndexError unless every element that ``_outer_run`` would touch is in bounds."""
-    ok = 0 <= ao and ao + n_pix * BLOCK <= acc.shape[0] and 0 <= wo
-    ok = ok and wo + span * BLOCK <= w.shape[0] and xs + n_pix <= xo.shape[0]
-    for j in range(n_pix):
-        ok = ok and 0 <= xo[xs + j] and xo[xs + j] + span <= x.shape[0]
+def _check_runs(acc, ao, x, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, dst,
+                out, d_add, direct, block):
+    """Raise IndexError unless every element that ``_outer_runs`` would touch is in bounds."""
+    ok = 0 <= ao and ao + n_pix * block <= acc.shape[0] and xs + n_pix <= xo.shape[0]
+    ok = ok and 0 <= r_lo and r_hi <= runs_x.shape[0] and r_hi <= runs_w.shape[0]
+    ok = ok and block <= b.shape[0] and (not direct or xs + n_pix <= out.shape[0])
+    for r in range(r_lo, r_hi):
+        ok = ok and 0 <= wo + runs_w[r] and wo + runs_w[r] + span * block <= w.shape[0]
+        for j in range(n_pix):
+            at = xo[xs + j] + runs_x[r]
+            ok = ok and 0 <= at and at + span <= x.shape[0]
+    for j in range(n_pix if direct else 0):
+        at = out[xs + j] + d_add
+        ok = ok and 0 <= at and at + block <= dst.shape[0]
     if not ok:
         raise IndexError("outer-product kernel: a run would read or write out of bounds")
 
@@ -115,16 +181,17 @@ def _outer_job(phases, meta, blocks, n_images, job):
 @kernel()
 def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     flat = src.reshape(-1)
-    n_pix = 6 if dst.itemsize == 4 else 3  # as _pixels, which the IR of _outer_run uses
-    tile = n_pix * BLOCK
+    block = meta[17]
+    n_pix = tile_pixels(block, dst.itemsize)
+    tile = n_pix * block
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     w_block, w_group = meta[8], meta[9]
     cig = n_ch // groups
     d_flat = dst.reshape(-1)
     _, _, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
     cog = n_out // groups
-    blocks = -(-cog // BLOCK)  # per group
-    chunk = CHUNK_BYTES // (BLOCK * dst.itemsize)
+    blocks = -(-cog // block)  # per group
+    b_block = np.zeros(block, dst.dtype)
     for job in range(first, last):
         n_lo, n_hi, p, m_lo, m_hi, b_lo, b_hi = _outer_job(phases, meta, groups * blocks,
                                                              dst.shape[0], job)
@@ -132,40 +199,70 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         tap_x = np.empty(phases[p, T] * phases[p, U], np.int64)
         tap_w = np.empty(phases[p, T] * phases[p, U], np.int64)
         n_taps, span = _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
+        # a pass takes runs whose weights fit in CHUNK_BYTES, or a chunk of one run
+        most = max(1, CHUNK_BYTES // (block * dst.itemsize))
+        chunk = max(1, -(-span // max(1, -(-span // most))))  # equal chunks of at most `most`
+        per_pass = max(1, most // max(1, span))
         # the job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in tiles of n_pix
-        # (the last tile repeats the last pixel); base: each pixel's source offset
-        per_image = (m_hi - m_lo) * nq
-        n_pixels = (n_hi - n_lo) * per_image
+        # (the last tile repeats the last pixel): base and out, each pixel's offset in the source
+        # and in dst
+        n_pixels = (n_hi - n_lo) * (m_hi - m_lo) * nq
         n_tiles = -(-n_pixels // n_pix)
         base = np.empty(n_tiles * n_pix, np.int64)
-        for i in range(n_tiles * n_pix):
-            k = min(i, n_pixels - 1)
-            base[i] = ((n_lo + k // per_image) * src.shape[1] + (m_lo + k % per_image // nq)
-                       * ssh) * src.shape[2] + k % nq * ssw * n_ch
+        out = np.empty(n_tiles * n_pix, np.int64)
+        i = 0
+        for n in range(n_lo, n_hi):
+            for m in range(m_lo, m_hi):
+                x_row = (n * src.shape[1] + m * ssh) * src.shape[2]
+                d_row = n * s_img + (phases[p, R0] + m * rs) * s_row + phases[p, C0] * s_col
+                for q in range(nq):
+                    base[i] = x_row + q * ssw * n_ch
+                    out[i] = d_row + q * cs * s_col
+                    i += 1
+        for i in range(n_pixels, n_tiles * n_pix):
+            base[i] = base[n_pixels - 1]
+            out[i] = out[n_pixels - 1]
         xo = np.empty(n_tiles * n_pix, np.int64)
         acc = np.empty(n_tiles * tile, dst.dtype)
         for gb in range(b_lo, b_hi):
             g = gb // blocks
-            cb = gb % blocks * BLOCK
+            cb = gb % blocks * block
             w0 = g * w_group + gb % blocks * w_block
-            n_c = min(BLOCK, cog - cb)
-            for i in range(n_tiles * n_pix):
-                for c in range(BLOCK):
-                    acc[i * BLOCK + c] = bias[g * cog + cb + c] if c < n_c else 0
-            # a chunk of a run's weights stays in L1 while every tile uses it
-            for k in range(n_taps):
+            n_c = min(block, cog - cb)
+            for c in range(n_c):
+                b_block[c] = bias[g * cog + cb + c]
+            for c in range(n_c, block):
+                b_block[c] = 0
+            # full blocks of contiguous channels (NHWC) go from the registers to dst
+            direct = n_c == block and s_ch == 1 and n_taps > 0
+            d_add = (g * cog + cb) * s_ch
+            if n_taps == 0:  # no tap reaches this phase: the bias alone
+                for i in range(n_tiles * n_pix):
+                    for c in range(block):
+                        acc[i * block + c] = b_block[c]
+            # a pass's weights stay in L1 while every tile uses them
+            for r_lo in range(0, n_taps, per_pass):
+                r_hi = min(n_taps, r_lo + per_pass)
                 for c0 in range(0, span, chunk):
                     for i in range(n_tiles * n_pix):
-                        xo[i] = base[i] + g * cig + tap_x[k] + c0
+                        xo[i] = base[i] + g * cig + c0
+                    wc = w0 + c0 * block
+                    length = min(chunk, span - c0)
+                    begin = r_lo == 0 and c0 == 0
+                    end = direct and r_hi == n_taps and c0 + chunk >= span
                     for t_i in range(n_tiles):
-                        if simd.CHECK_BOUNDS:
-                            _check_run(acc, t_i * tile, flat, xo, t_i * n_pix, n_pix, weights,
-                                       w0 + tap_w[k] + c0 * BLOCK, min(chunk, span - c0))
-                        _outer_run(acc, t_i * tile, flat, xo, t_i * n_pix, weights,
-                                   w0 + tap_w[k] + c0 * BLOCK, min(chunk, span - c0))
-            for i in range(n_pixels):
-                at = ((n_lo + i // per_image) * s_img
-                      + (phases[p, R0] + (m_lo + i % per_image // nq) * rs) * s_row
-                      + (phases[p, C0] + i % nq * cs) * s_col + (g * cog + cb) * s_ch)
+                        ao, xs = t_i * tile, t_i * n_pix
+                        if CHECK_BOUNDS:
+                            _check_runs(acc, ao, flat, xo, xs, n_pix, tap_x, tap_w, r_lo, r_hi,
+                                        weights, wc, length, b_block, d_flat, out, d_add, end,
+                                        block)
+                        if block == 16:
+                            _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, r_lo, r_hi, weights,
+                                    wc, length, b_block, begin, d_flat, out, d_add, end)
+                        else:
+                            _runs8(acc, ao, flat, xo, xs, tap_x, tap_w, r_lo, r_hi, weights, wc,
+                                   length, b_block, begin, d_flat, out, d_add, end)
+            for i in range(0 if direct else n_pixels):
+                at = out[i] + d_add
                 for c in range(n_c):
-                    d_flat[np.uint64(at + c * s_ch)] = acc[i * BLOCK + c]
+                    d_flat[np.uint64(at + c * s_ch)] = acc[i * block + c]
