@@ -180,7 +180,7 @@ def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs_per_w
         return "depthwise"
     if not affine:  # the tiled kernel packs any layout of the filters
         return "tiled"
-    block = outer.block_width(cog)
+    block = outer.block_width(cig, cog)
     filled = cog / (-(-cog // block) * block) >= OUTER_MIN_FILL
     if min(spans) >= TILED_MIN_SPAN and (
             not filled or (in_place and macs_per_weight < OUTER_MIN_MACS_PER_WEIGHT)):
@@ -260,12 +260,13 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
     if kind in ("tiled", "outer"):
         n_taps = sum(i5.shape[0] * i5.shape[1] for i5 in flat_taps)
         tap_size = cig  # weights of one tap (per output channel or block)
-        if kind == "outer":  # packed [G, blocks, all taps, cig, block] by copies.pack
-            block = outer.block_width(cog)
+        if kind == "outer":  # packed [G, blocks, all taps, cig / P, block, P] by copies.pack
+            block = outer.block_width(cig, cog)
             blocks = -(-cog // block)
             bases = np.concatenate([i5[:, :, 0, 0, 0].ravel() for i5 in flat_taps])
             pack = (bases.astype(np.int64),
-                    np.array((cig, cog, groups, blocks, block, *strides), np.int64))
+                    np.array((cig, cog, groups, blocks, block, *strides, outer.pair(block)),
+                             np.int64))
             tap_size = cig * block
             w_co, w_g = n_taps * tap_size, blocks * n_taps * tap_size
         elif in_place:

@@ -107,6 +107,11 @@ CASES = [
          "SAME", groups=64),
     Case("grouped transpose 16x16x256->32x32x128 k4s2 g8 b8", "conv2d_transpose", (8, 32, 32, 128),
          (4, 4, 16, 256), 2, "SAME", groups=8),
+    # few channels, as in small decoders and sparse coding
+    Case("few channels 3x3 64x64x8 b4", "conv2d", (4, 64, 64, 8), (3, 3, 8, 8), 1, "SAME",
+         quick=True),
+    Case("small decoder 32x32x16->64x64x8 k4s2 b4", "conv2d_transpose", (4, 64, 64, 8),
+         (4, 4, 8, 16), 2, "SAME"),
 ]
 
 

@@ -33,7 +33,8 @@ CASES = {
     "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),
     "outer, grouped, strided": ((1, 13, 14, 48), (3, 3, 16, 60), 2, "SAME", 1),
     "outer, few input channels": ((2, 9, 9, 3), (3, 3, 3, 20), 2, "SAME", 1),
-    "outer, blocks of 8": ((2, 9, 10, 5), (3, 3, 5, 7), 2, "SAME", 1),
+    "outer, blocks of 8": ((2, 9, 10, 6), (3, 3, 6, 8), 2, "SAME", 1),
+    "outer, odd input channels, few outputs": ((2, 9, 10, 5), (3, 3, 5, 7), 2, "SAME", 1),
     "outer, blocks of 8, grouped, 1x1": ((1, 6, 7, 12), (1, 1, 4, 6), 1, "VALID", 1),
     "outer, two channels": ((1, 7, 9, 2), (5, 5, 2, 2), 1, "SAME", 1),
     "depthwise": ((2, 9, 9, 12), (3, 3, 1, 12), 1, "SAME", 1),
@@ -93,6 +94,7 @@ def test_every_op_matches_reference(name, mode):
 
 @pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
                                   "outer, blocks of 8", "outer, two channels",
+                                  "outer, odd input channels, few outputs",
                                   "tiled, explicit asymmetric"])
 def test_float32_matches_reference(name, mode):
     # float64 above; the outer-product kernel's float32 tiles are wider (6 or 12 pixels, not 2
@@ -220,7 +222,7 @@ NCHW = [
     ((1, 20, 8, 8), (2, 2, 20, 9), 2, "VALID"),  # no padding: a conversion alone
     ((2, 12, 10, 11), (3, 3, 1, 12), 2, "SAME"),  # depthwise: reads the converted input
     ((1, 16, 11, 21), (5, 5, 1, 32), 1, "SAME"),  # depthwise multiplier 2, eight-row runs
-    ((2, 3, 7, 5), (3, 3, 3, 2), 1, "SAME"),  # outer kernel, blocks of 8 channels
+    ((2, 3, 7, 5), (3, 3, 3, 2), 1, "SAME"),  # outer kernel, few channels (8 in the transpose)
     ((2, 1, 9, 13), (3, 3, 1, 2), 2, "SAME"),  # one input channel (row-wise kernel)
     ((1, 64, 6, 7), (3, 3, 64, 64), 1, "SAME"),  # tiled, filters in place (the transpose)
 ]

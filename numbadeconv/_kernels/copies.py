@@ -13,11 +13,12 @@ the ``N*height`` rows.
 pixels): the layout conversion of ``data_format="NCHW"`` and the padding in one pass. (NCHW
 results need no conversion: the kernels write them so.)
 
-``pack``: the outer-product kernel's filters ``out[G, blocks, taps, cig, B]`` (see
+``pack``: the outer-product kernel's filters ``out[G, blocks, taps, cig / P, B, P]`` (see
 :mod:`.outer`), zero past the ``cog`` channels of a group: the weight of tap ``k``, group ``g``,
 input channel ``ci``, output channel ``co`` is ``w[bases[k] + ci*s_ci + g*s_g + co*s_co]``, with
-``meta = [cig, cog, groups, blocks, B, s_ci, s_g, s_co]``. Job ``j`` writes one (group, block,
-tap).
+``meta = [cig, cog, groups, blocks, B, s_ci, s_g, s_co, P]``: ``P`` (1 or 2, dividing ``cig``)
+consecutive input channels of an output channel lie together. Job ``j`` writes one (group,
+block, tap).
 
 ``transpose``: a matrix transpose in SIMD register tiles, for the layout conversions (the
 input's above, the depthwise kernel's NCHW results).
@@ -108,8 +109,8 @@ def pad_channels_first_serial(a, out, top, left, first, last):
 
 @kernel()
 def pack_serial(w, bases, meta, out, first, last):
-    cig, cog, blocks, width, s_ci, s_g, s_co = (meta[0], meta[1], meta[3], meta[4], meta[5],
-                                                 meta[6], meta[7])
+    cig, cog, blocks, width, s_ci, s_g, s_co, pair = (meta[0], meta[1], meta[3], meta[4],
+                                                       meta[5], meta[6], meta[7], meta[8])
     n_taps = bases.shape[0]
     for job in range(first, last):
         k = job % n_taps
@@ -118,10 +119,7 @@ def pack_serial(w, bases, meta, out, first, last):
         dst = out[job * cig * width:(job + 1) * cig * width]
         for j in range(width):
             co = b * width + j
-            if co >= cog:
-                for ci in range(cig):
-                    dst[ci * width + j] = 0
-                continue
             o = bases[k] + g * s_g + co * s_co
             for ci in range(cig):
-                dst[ci * width + j] = w[o + ci * s_ci]
+                at = (ci // pair * width + j) * pair + ci % pair
+                dst[at] = w[o + ci * s_ci] if co < cog else 0

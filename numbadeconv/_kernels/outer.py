@@ -42,13 +42,24 @@ MAX_PIXELS = 12
 CHUNK_BYTES = 16 * 1024
 
 
-def block_width(cog: int) -> int:
-    """Output channels per block for groups of ``cog`` output channels: 8 or 16.
+def block_width(cig: int, cog: int) -> int:
+    """Output channels per block for groups of ``cig`` -> ``cog`` channels: 8 or 16.
 
-    16 needs fewer loads per multiply-add (a broadcast serves two vectors); 8 wastes less when
-    a group has at most 8 channels.
+    16 needs fewer loads per multiply-add (a broadcast serves two vectors); 8, for at most 8
+    output channels, wastes less but needs an even ``cig`` (:func:`pair`).
     """
-    return 8 if cog <= 8 else 16
+    return 8 if cog <= 8 and cig % 2 == 0 else 16
+
+
+@register_jitable
+def pair(block):
+    """Input elements per broadcast: 2 for blocks of 8 channels, else 1.
+
+    A block of 8 then holds 4 channels x 2 input elements per float32 vector, so that a broadcast
+    (of a pair) still serves two vectors; the pairs are summed when the tile leaves the
+    registers. Runs must be of even length.
+    """
+    return 2 if block == 8 else 1
 
 
 @register_jitable
@@ -58,12 +69,13 @@ def tile_pixels(block, itemsize):
     As many as the vector registers hold beside the block's weight vectors and a broadcast, at
     most MAX_PIXELS.
     """
-    n_vec = block * itemsize // simd.VECTOR_BYTES
+    n_vec = block * pair(block) * itemsize // simd.VECTOR_BYTES
     return min(MAX_PIXELS, (REGISTERS - 1 - n_vec) // n_vec)
 
 
 def _outer_runs(block: int):
     """The micro-kernel of ``block`` output channels: an intrinsic ``run`` (see its docstring)."""
+    n_pair = pair(block)
 
     @intrinsic
     def run(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
@@ -71,8 +83,9 @@ def _outer_runs(block: int):
         """One tile's runs ``r_lo`` to ``r_hi``, ``span`` elements of each, in registers.
 
         ``acc[ao + p*B + c] += sum_{r, k} x[xo[xs + p] + runs_x[r] + k] * w[wo + runs_w[r]
-        + k*B + c]`` for the tile's pixels ``p`` (``B = block``): ``acc[ao:]`` holds the tile
-        between calls; ``xo[xs:]`` (int64) the pixels' offsets in ``x``, ``runs_x`` and
+        + k*B + c]`` for the tile's pixels ``p`` (``B = block``; the weights of a pair of
+        elements interleaved, :func:`pair`, ``span`` a multiple of it): ``acc[ao:]`` holds the
+        tile between calls; ``xo[xs:]`` (int64) the pixels' offsets in ``x``, ``runs_x`` and
         ``runs_w`` (int64) the runs' offsets. With ``first`` the tile starts from the bias
         ``b[:B]`` instead of ``acc``; with ``direct`` it ends in ``dst[out[xs + p] + d_add:]``
         instead of ``acc``. All offsets are in bounds.
@@ -85,49 +98,79 @@ def _outer_runs(block: int):
              first_v, dst_a, out_a, d_add_v, direct_v) = args
             arg = signature.args
             v = simd.Vectors(context, builder, arg[0].dtype)
-            n_vec = block // v.lanes
-            n_pix = tile_pixels(block, simd.VECTOR_BYTES // v.lanes)
+            lanes = v.lanes
+            n_out = block // lanes  # vectors of a pixel's channels in acc, b and dst
+            n_vec = n_out * n_pair  # ... and in registers
+            n_pix = tile_pixels(block, simd.VECTOR_BYTES // lanes)
             acc_p = v.at(v.data(acc_a, arg[0]), ao_v)
             x_p = v.data(x_a, arg[2])
             xo_p = v.at(v.data(xo_a, arg[3]), xs_v)
             rx_p, rw_p = v.data(rx_a, arg[5]), v.data(rw_a, arg[6])
             w_p = v.at(v.data(w_a, arg[9]), wo_v)
+            zero = ir.Constant(v.type, None)
+
+            def spread(pointer):
+                """A pixel's channels at ``pointer``, as the n_vec register vectors hold them."""
+                vecs = [v.load(pointer, lanes * o) for o in range(n_out)]
+                if n_pair == 1:
+                    return vecs
+                half = lanes // 2  # channel c to lane 2c (of its half), the pair's partner 0
+                return [v.interleave(vecs[i // 2], zero, [(i % 2) * half + j // 2 if j % 2 == 0
+                                                          else lanes for j in range(lanes)])
+                        for i in range(n_vec)]
+
+            def gather(vecs):
+                """The n_out vectors of a pixel's channels: each pair of lanes summed."""
+                if n_pair == 1:
+                    return vecs
+                return [builder.fadd(v.interleave(vecs[2 * o], vecs[2 * o + 1],
+                                                  list(range(0, 2 * lanes, 2))),
+                                     v.interleave(vecs[2 * o], vecs[2 * o + 1],
+                                                  list(range(1, 2 * lanes, 2))))
+                        for o in range(n_out)]
+
             # accumulators live in allocas, which LLVM promotes to registers
             slots = [cgutils.alloca_once(builder, v.type) for _ in range(n_pix * n_vec)]
             with builder.if_else(cgutils.is_true(builder, first_v)) as (from_bias, from_acc):
                 with from_bias:
-                    b_p = v.data(b_a, arg[12])
+                    bias = spread(v.data(b_a, arg[12]))
                     for i, slot in enumerate(slots):
-                        builder.store(v.load(b_p, v.lanes * (i % n_vec)), slot)
+                        builder.store(bias[i % n_vec], slot)
                 with from_acc:
-                    for i, slot in enumerate(slots):
-                        builder.store(v.load(acc_p, v.lanes * i), slot)
+                    for j in range(n_pix):
+                        for i, vec in enumerate(spread(v.at(acc_p, block * j))):
+                            builder.store(vec, slots[j * n_vec + i])
             pixels = [v.at(x_p, v.item(xo_p, j)) for j in range(n_pix)]
             one = ir.Constant(simd.I64, 1)
             with cgutils.for_range_slice(builder, r_lo_v, r_hi_v, one) as (r, _):
                 run_x = builder.load(builder.gep(rx_p, [r]))
                 run_w = v.at(w_p, builder.load(builder.gep(rw_p, [r])))
                 rows = [v.at(pixel, run_x) for pixel in pixels]
-                with cgutils.for_range(builder, span_v) as loop:
+                steps = builder.sdiv(span_v, ir.Constant(simd.I64, n_pair))
+                with cgutils.for_range(builder, steps) as loop:
                     k = loop.index
-                    w_k = v.at(run_w, builder.mul(k, ir.Constant(simd.I64, block)))
-                    w_vecs = [v.load(w_k, v.lanes * i) for i in range(n_vec)]
+                    w_k = v.at(run_w, builder.mul(k, ir.Constant(simd.I64, block * n_pair)))
+                    w_vecs = [v.load(w_k, lanes * i) for i in range(n_vec)]
+                    x_k = builder.mul(k, ir.Constant(simd.I64, n_pair))
                     for j in range(n_pix):
-                        bc = v.splat(builder.load(v.at(rows[j], k)))
+                        bc = v.repeat(v.at(rows[j], x_k), n_pair)
                         for i in range(n_vec):
                             slot = slots[j * n_vec + i]
                             builder.store(v.fma(bc, w_vecs[i], builder.load(slot)), slot)
+            results = [gather([builder.load(slots[j * n_vec + i]) for i in range(n_vec)])
+                       for j in range(n_pix)]
             with builder.if_else(cgutils.is_true(builder, direct_v)) as (to_dst, to_acc):
                 with to_dst:
                     d_p = v.at(v.data(dst_a, arg[14]), d_add_v)
                     out_p = v.at(v.data(out_a, arg[15]), xs_v)
-                    for j in range(n_pix):
+                    for j, vecs in enumerate(results):
                         d_j = v.at(d_p, v.item(out_p, j))
-                        for i in range(n_vec):
-                            v.store(builder.load(slots[j * n_vec + i]), d_j, v.lanes * i)
+                        for o, vec in enumerate(vecs):
+                            v.store(vec, d_j, lanes * o)
                 with to_acc:
-                    for i, slot in enumerate(slots):
-                        v.store(builder.load(slot), acc_p, v.lanes * i)
+                    for j, vecs in enumerate(results):
+                        for o, vec in enumerate(vecs):
+                            v.store(vec, acc_p, block * j + lanes * o)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -146,6 +189,7 @@ def _check_runs(acc, ao, x, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, w, wo, sp
     ok = 0 <= ao and ao + n_pix * block <= acc.shape[0] and xs + n_pix <= xo.shape[0]
     ok = ok and 0 <= r_lo and r_hi <= runs_x.shape[0] and r_hi <= runs_w.shape[0]
     ok = ok and block <= b.shape[0] and (not direct or xs + n_pix <= out.shape[0])
+    ok = ok and span % pair(block) == 0
     for r in range(r_lo, r_hi):
         ok = ok and 0 <= wo + runs_w[r] and wo + runs_w[r] + span * block <= w.shape[0]
         for j in range(n_pix):
@@ -202,6 +246,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         # a pass takes runs whose weights fit in CHUNK_BYTES, or a chunk of one run
         most = max(1, CHUNK_BYTES // (block * dst.itemsize))
         chunk = max(1, -(-span // max(1, -(-span // most))))  # equal chunks of at most `most`
+        chunk = -(-chunk // pair(block)) * pair(block)
         per_pass = max(1, most // max(1, span))
         # the job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in tiles of n_pix
         # (the last tile repeats the last pixel): base and out, each pixel's offset in the source

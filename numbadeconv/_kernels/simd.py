@@ -79,6 +79,20 @@ class Vectors:
         return self.builder.shuffle_vector(
             first, undef, ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes))
 
+    def repeat(self, pointer, count: int):
+        """The ``count`` elements at ``pointer`` repeated over the lanes (``count`` divides them).
+
+        One load (unaligned) and a shuffle: a broadcast of ``count * 4`` or ``* 8`` bytes.
+        """
+        group = ir.VectorType(self.type.element, count)
+        loaded = self.builder.load(self.builder.bitcast(pointer, group.as_pointer()), align=1)
+        return _shuffle(self.builder, loaded, ir.Constant(group, ir.Undefined),
+                        [i % count for i in range(self.lanes)])
+
+    def interleave(self, a, b, lanes_from: list[int]):
+        """The vector whose lane ``i`` is lane ``lanes_from[i]`` of ``a`` ++ ``b``."""
+        return _shuffle(self.builder, a, b, lanes_from)
+
 
 def _shuffle(builder, a, b, mask):
     return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), len(mask)),
