@@ -149,6 +149,9 @@ CASES: dict[str, Case] = {
                                        sweep_threads=True),
     "mobilenet_dw_s2_112x112x64_b8": Case((8, 112, 112, 64), (3, 3, 1, 64), strides=2,
                                           groups=64, slow=True),
+    # Few channels (small decoders, sparse coding): 3x3 64x64x8 -> 8, batch 4, and its
+    # transpose.
+    "few_ch_64x64x8_b4":   Case((4, 64, 64, 8), (3, 3, 8, 8)),
     # Grouped (8 groups) 4x4 s2 up-convolution 16x16x256 -> 32x32x128, batch 8.
     "grouped_up_16to32_g8_b8": Case((8, 32, 32, 128), (4, 4, 16, 256), strides=2, groups=8,
                                     slow=True),
@@ -157,11 +160,11 @@ CASES: dict[str, Case] = {
 
 CONV2D_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                 "resnet_56x56x64_b8", "resnet_56x56x64_b8_nchw", "mobilenet_dw_112x112x32_b8",
-                "mobilenet_dw_s2_112x112x64_b8"]
+                "mobilenet_dw_s2_112x112x64_b8", "few_ch_64x64x8_b4"]
 TRANSPOSE_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                    "vae_dec_f64_nchw", "dcgan_4to8_b16", "dcgan_8to16_b16", "dcgan_16to32_b16",
                    "dcgan_16to32_b16_nchw", "dcgan_32to64_b64", "unet_up_28to56",
-                   "fcn32s_16to512", "grouped_up_16to32_g8_b8"]
+                   "fcn32s_16to512", "grouped_up_16to32_g8_b8", "few_ch_64x64x8_b4"]
 BACKPROP_FILTER_CASES = ["tutorial_5x5", "image_512_k3s2", "vae_dec_f64",
                          "resnet_56x56x64_b8", "dcgan_16to32_b16"]
 # backprop_input is conv2d_transpose under its gradient name: a few cases are enough.
