@@ -116,10 +116,18 @@ def pack_serial(w, bases, meta, out, first, last):
         k = job % n_taps
         b = job // n_taps % blocks
         g = job // (n_taps * blocks)
-        dst = out[job * cig * width:(job + 1) * cig * width]
-        for j in range(width):
-            co = b * width + j
-            o = bases[k] + g * s_g + co * s_co
+        d0 = job * cig * width
+        o = bases[k] + g * s_g + b * width * s_co
+        n_c = max(0, min(width, cog - b * width))  # real channels; zeros after them
+        if pair == 1 and s_ci == 1:  # input channels contiguous (a transpose's filters)
+            transpose(w, o, s_co, out, d0, width, n_c, cig)
             for ci in range(cig):
-                at = (ci // pair * width + j) * pair + ci % pair
-                dst[at] = w[o + ci * s_ci] if co < cog else 0
+                for j in range(n_c, width):
+                    out[d0 + ci * width + j] = 0
+            continue
+        for cp in range(cig // pair):
+            for j in range(width):
+                for p in range(pair):
+                    ci = cp * pair + p
+                    out[d0 + (cp * width + j) * pair + p] = (w[o + j * s_co + ci * s_ci]
+                                                             if j < n_c else 0)
