@@ -499,6 +499,8 @@ class FilterGradPlan:
     frame: tuple[int, int, int, int] | None
     meta: np.ndarray
     threads: int
+    jobs: int
+    padded_groups: bool  # dy's groups are copied into whole blocks of output channels
 
 
 @functools.lru_cache(maxsize=256)
@@ -514,31 +516,39 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     cig = c // groups
     out_shape = (fh, fw, cig, n_out)
     if n * oh * ow == 0 or cig == 0 or n_out == 0:
-        return FilterGradPlan(out_shape, 0, None, np.empty(0, np.int64), 1)
+        return FilterGradPlan(out_shape, 0, None, np.empty(0, np.int64), 1, 0, False)
     frame = _frame(x_shape, pad[0], pad[1], (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
                    (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
+    cog = n_out // groups
+    blocks = -(-cog // _filter_grad.BLOCK)
+    padded_groups = cog % _filter_grad.BLOCK != 0
     n_rows = n * oh
+    jobs = fh * fw * groups * blocks
     slabs = 1
     if threads > 1:  # split the pixel sum when taps x channel blocks alone are too few jobs
-        jobs = fh * fw * groups * -(-cig // _filter_grad.BLOCK)
-        slabs = min(n_rows, -(-4 * threads // jobs))
+        slabs = min(n_rows, -(-JOBS_PER_THREAD * threads // jobs))
     rows_per_slab = -(-n_rows // slabs)
     slabs = -(-n_rows // rows_per_slab)
-    meta = np.array((c, stride[0], stride[1], dilation[0], dilation[1], groups, rows_per_slab),
-                    np.int64)
-    return FilterGradPlan(out_shape, slabs, frame, meta, threads)
+    d_g = blocks * _filter_grad.BLOCK if padded_groups else cog
+    meta = np.array((c, stride[0], stride[1], dilation[0], dilation[1], groups, rows_per_slab,
+                     d_g), np.int64)
+    return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs * jobs, padded_groups)
 
 
 def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Execute ``plan`` on ``x`` and ``dy`` (NHWC, each as :func:`_padded` takes it)."""
     if plan.slabs == 0:
         return np.zeros(plan.out_shape, x.dtype)
-    if not dy.flags.c_contiguous:  # the NHWC view of an NCHW array: convert it
+    if plan.padded_groups:  # each group's channels, then zeros to a whole block
+        n, oh, ow, n_out = dy.shape
+        groups, d_g = int(plan.meta[5]), int(plan.meta[7])
+        by_group = np.zeros((n, oh, ow, groups, d_g), dy.dtype)
+        by_group[..., :n_out // groups] = dy.reshape(n, oh, ow, groups, -1)
+        dy = by_group.reshape(n, oh, ow, groups * d_g)
+    elif not dy.flags.c_contiguous:  # the NHWC view of an NCHW array: convert it
         dy = _padded(dy, None, plan.threads).reshape(dy.shape)
     part = np.empty((plan.slabs, *plan.out_shape), x.dtype)
-    fh, fw, cig, _ = plan.out_shape
-    n_jobs = plan.slabs * fh * fw * plan.meta[5] * -(-cig // _filter_grad.BLOCK)
-    _launch(_filter_grad.filter_grad_serial, plan.threads, n_jobs,
+    _launch(_filter_grad.filter_grad_serial, plan.threads, plan.jobs,
             _padded(x, plan.frame, plan.threads), dy, part, plan.meta)
     return part[0] if plan.slabs == 1 else part.sum(axis=0)
 

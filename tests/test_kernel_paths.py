@@ -113,6 +113,12 @@ def test_float32_matches_reference(name, mode):
     np.testing.assert_allclose(
         dx, reference_conv2d_transpose(dy, w, x_shape, stride, padding, dilations=dilation),
         rtol=1e-4, atol=1e-4)
+    dw = nd.conv2d_backprop_filter(x, w_shape, dy, stride, padding, dilations=dilation,
+                                   threads=threads)
+    np.testing.assert_allclose(
+        dw, reference_conv2d_backprop_filter(x, w_shape, dy, stride, padding,
+                                             dilations=dilation),
+        rtol=1e-4, atol=1e-3)
 
 
 def test_cases_cover_every_kernel():

@@ -381,6 +381,26 @@ except IndexError as exc:
     assert "IndexError outer-product kernel" in out, out
 
 
+def test_filter_grad_kernel_is_bounds_checked(tmp_path):
+    # The filter gradient runs on the same vector micro-kernel and checks each pass itself: a
+    # padded input one row short must be caught.
+    code = """
+import numpy as np
+from numbadeconv import _engine
+from numbadeconv._kernels import filter_grad
+plan = _engine.plan_filter_grad((1, 8, 8, 16), (1, 8, 8, 32), (3, 3), (1, 1), (1, 1), (1, 1), 1, 1)
+x = np.zeros((1, 9, 10 * 16), np.float32)
+try:
+    filter_grad.filter_grad_serial(x, np.zeros((1, 8, 8, 32), np.float32),
+                                   np.empty((1, 3, 3, 16, 32), np.float32), plan.meta, 0, plan.jobs)
+except IndexError as exc:
+    print("IndexError", exc)
+"""
+    env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
+    out = check_child(run_child(code, env=env, timeout=300))
+    assert "IndexError filter-gradient kernel" in out, out
+
+
 def test_depthwise_runs_are_bounds_checked(tmp_path):
     # As the outer-product kernel: the depthwise kernel's vector runs (LLVM IR) check themselves
     # under NUMBA_BOUNDSCHECK. Four rows of ten 8-channel pixels from a source one pixel short.

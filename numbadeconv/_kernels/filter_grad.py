@@ -4,73 +4,104 @@
 
     out[s, kh, kw, ci, g*cog + co] =
         sum over the rows (n, oh) of slab s, and ow, of
-            src[n, oh*sh + kh*dh, (ow*sw + kw*dw)*C + g*cig + ci] * dy[n, oh, ow, g*cog + co]
+            src[n, oh*sh + kh*dh, (ow*sw + kw*dw)*C + g*cig + ci] * dy[n, oh, ow, g*d_g + co]
 
 ``src`` is the zero-padded NHWC input with its last two axes merged (``[N, Hs, Ws*C]``), ``dy`` the
-output gradient ``[N, OH, OW, Cout]``, ``meta`` (int64) ``[C, sh, sw, dh, dw, groups,
-rows_per_slab]``. Each job owns one slab ``s`` (a range of ``rows_per_slab``
-rows of the N*OH output rows), one tap, one group and a block of 4 input channels, and writes only
-its own part of ``out`` ``[S, fh, fw, cig, Cout]``: threads never share an output element, and the
-caller sums the slabs.
+output gradient ``[N, OH, OW, Cd]`` whose group ``g`` starts at channel ``g*d_g`` (``dy`` itself,
+``d_g = cog``, or a copy whose groups are padded with zero channels to whole blocks of 16),
+``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g]``. Each job owns one slab
+``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one tap, one group and one
+block of 16 output channels, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``:
+threads never share an output element, and the caller sums the slabs.
+
+It is the outer-product kernel's micro-kernel (:mod:`.outer`) with the roles exchanged: a tile is
+a few input channels x a block of 16 output channels in vector registers, reduced over the
+pixels of every row of the slab (a row is a run: ``sw*C`` elements between its pixels in
+``src``, ``Cd`` in ``dy``), a pass of rows at a time so that their block of ``dy`` stays in
+cache while every tile of input channels reads it.
 """
 
 import numpy as np
 
 from .._jit import kernel
+from .outer import runs16_strided, tile_pixels
+from .simd import CHECK_BOUNDS
 
-BLOCK = 4
+#: Output channels per block.
+BLOCK = 16
+
+#: Pixels per pass: their block of dy (16 KiB in float32) is read from L1 by every tile.
+PASS_PIXELS = 256
+
+
+@kernel(internal=True)
+def _check_pass(acc, ao, src, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, dy, span, x_step,
+                w_step, out, ci_out, d_add, direct):
+    """Raise IndexError unless every element that a pass of one tile touches is in bounds."""
+    ok = 0 <= ao and ao + n_pix * BLOCK <= acc.shape[0] and xs + n_pix <= xo.shape[0]
+    ok = ok and 0 <= r_lo and r_hi <= runs_x.shape[0] and r_hi <= runs_w.shape[0]
+    ok = ok and xs + n_pix <= ci_out.shape[0] and span >= 1
+    for r in range(r_lo, r_hi):
+        last = (span - 1) * w_step + BLOCK
+        ok = ok and 0 <= runs_w[r] and runs_w[r] + last <= dy.shape[0]
+        for j in range(n_pix):
+            at = xo[xs + j] + runs_x[r]
+            ok = ok and 0 <= at and at + (span - 1) * x_step < src.shape[0]
+    for j in range(n_pix if direct else 0):
+        ok = ok and 0 <= ci_out[xs + j] + d_add and ci_out[xs + j] + d_add + BLOCK <= out.shape[0]
+    if not ok:
+        raise IndexError("filter-gradient kernel: a pass would read or write out of bounds")
 
 
 @kernel()
 def filter_grad_serial(src, dy, out, meta, first, last):
+    n_ch, sh, sw, dh, dw, groups, rows_per_slab, d_g = (meta[0], meta[1], meta[2], meta[3],
+                                                        meta[4], meta[5], meta[6], meta[7])
+    _, fh, fw, cig, n_out = out.shape
+    n_images, n_oh, n_ow, d_ch = dy.shape
+    cog = n_out // groups
+    blocks = -(-cog // BLOCK)
+    n_pix = tile_pixels(BLOCK, out.itemsize)  # input channels per tile
+    n_tiles = -(-cig // n_pix)
+    x_flat, d_flat, o_flat = src.reshape(-1), dy.reshape(-1), out.reshape(-1)
+    # each tile's input channels (the last tile repeats the last one) and their rows in out
+    xo = np.empty(n_tiles * n_pix, np.int64)
+    ci_out = np.empty(n_tiles * n_pix, np.int64)
+    for i in range(n_tiles * n_pix):
+        xo[i] = min(i, cig - 1)
+        ci_out[i] = xo[i] * n_out
+    zeros = np.zeros(BLOCK, out.dtype)
+    acc = np.empty(n_tiles * n_pix * BLOCK, out.dtype)
+    runs_x = np.empty(rows_per_slab, np.int64)
+    runs_w = np.empty(rows_per_slab, np.int64)
+    per_pass = max(1, PASS_PIXELS // n_ow)
     for job in range(first, last):
-        n_ch, sh, sw, dh, dw, groups, rows_per_slab = (meta[0], meta[1], meta[2], meta[3], meta[4],
-                                                       meta[5], meta[6])
-        fh = out.shape[1]
-        fw = out.shape[2]
-        cig = out.shape[3]
-        cog = dy.shape[3] // groups
-        n_blocks = (cig + BLOCK - 1) // BLOCK
-        b = job % n_blocks
-        g = (job // n_blocks) % groups
-        kw = (job // (n_blocks * groups)) % fw
-        kh = (job // (n_blocks * groups * fw)) % fh
-        s = job // (n_blocks * groups * fw * fh)
-        ci0 = b * BLOCK
-        n_ci = min(BLOCK, cig - ci0)
-        i1 = ci0 + min(1, n_ci - 1)
-        i2 = ci0 + min(2, n_ci - 1)
-        i3 = ci0 + min(3, n_ci - 1)
-        acc = np.empty((BLOCK, cog), out.dtype)
-        for i in range(BLOCK):
-            for co in range(cog):
-                acc[i, co] = 0.0
-        acc0 = acc[0]
-        acc1 = acc[1]
-        acc2 = acc[2]
-        acc3 = acc[3]
-        n_out_rows = dy.shape[1]
-        row_hi = min((s + 1) * rows_per_slab, dy.shape[0] * n_out_rows)
-        ch = g * cig
-        for row in range(s * rows_per_slab, row_hi):
-            n = row // n_out_rows
-            oh = row % n_out_rows
-            srow = src[n, oh * sh + kh * dh]
-            dyrow = dy[n, oh]
-            for ow in range(dy.shape[2]):
-                o = (ow * sw + kw * dw) * n_ch + ch
-                x0 = srow[o + ci0]
-                x1 = srow[o + i1]
-                x2 = srow[o + i2]
-                x3 = srow[o + i3]
-                d = dyrow[ow, g * cog:(g + 1) * cog]
-                for co in range(cog):
-                    dv = d[co]
-                    acc0[co] += x0 * dv
-                    acc1[co] += x1 * dv
-                    acc2[co] += x2 * dv
-                    acc3[co] += x3 * dv
-        for i in range(n_ci):
-            dst = out[s, kh, kw, ci0 + i]
-            for co in range(cog):
-                dst[g * cog + co] = acc[i, co]
+        b = job % blocks
+        g = job // blocks % groups
+        kw = job // (blocks * groups) % fw
+        kh = job // (blocks * groups * fw) % fh
+        s = job // (blocks * groups * fw * fh)
+        row_lo = s * rows_per_slab
+        n_rows = min(rows_per_slab, n_images * n_oh - row_lo)
+        for r in range(n_rows):
+            n, oh = (row_lo + r) // n_oh, (row_lo + r) % n_oh
+            runs_x[r] = (((n * src.shape[1] + oh * sh + kh * dh) * src.shape[2])
+                         + kw * dw * n_ch + g * cig)
+            runs_w[r] = ((n * n_oh + oh) * n_ow) * d_ch + g * d_g + b * BLOCK
+        n_c = min(BLOCK, cog - b * BLOCK)
+        direct = n_c == BLOCK  # whole blocks go from the registers to out
+        d_add = ((s * fh + kh) * fw + kw) * cig * n_out + g * cog + b * BLOCK
+        for r_lo in range(0, n_rows, per_pass):
+            r_hi = min(n_rows, r_lo + per_pass)
+            end = direct and r_hi == n_rows
+            for t in range(n_tiles):
+                if CHECK_BOUNDS:
+                    _check_pass(acc, t * n_pix * BLOCK, x_flat, xo, t * n_pix, n_pix, runs_x,
+                                runs_w, r_lo, r_hi, d_flat, n_ow, sw * n_ch, d_ch, o_flat,
+                                ci_out, d_add, end)
+                runs16_strided(acc, t * n_pix * BLOCK, x_flat, xo, t * n_pix, runs_x, runs_w,
+                               r_lo, r_hi, d_flat, 0, n_ow, zeros, r_lo == 0, o_flat, ci_out,
+                               d_add, end, sw * n_ch, d_ch)
+        for ci in range(0 if direct else cig):
+            for c in range(n_c):
+                o_flat[d_add + ci * n_out + c] = acc[ci * BLOCK + c]

@@ -73,113 +73,130 @@ def tile_pixels(block, itemsize):
     return min(MAX_PIXELS, (REGISTERS - 1 - n_vec) // n_vec)
 
 
-def _outer_runs(block: int):
-    """The micro-kernel of ``block`` output channels: an intrinsic ``run`` (see its docstring)."""
-    n_pair = pair(block)
+def _outer_runs(block: int, strided: bool = False):
+    """The micro-kernel of ``block`` output channels: an intrinsic ``run``.
+
+    ``run(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first, dst, out,
+    d_add, direct)`` computes one tile's runs ``r_lo`` to ``r_hi``, ``span`` elements of each,
+    in registers::
+
+        acc[ao + p*B + c] += sum_{r, k} x[xo[xs + p] + runs_x[r] + k] * w[wo + runs_w[r] + k*B + c]
+
+    for the tile's pixels ``p`` (``B = block``; the weights of a pair of elements interleaved,
+    :func:`pair`, ``span`` a multiple of it): ``acc[ao:]`` holds the tile between calls;
+    ``xo[xs:]`` (int64) the pixels' offsets in ``x``, ``runs_x`` and ``runs_w`` (int64) the runs'
+    offsets. With ``first`` the tile starts from the bias ``b[:B]`` instead of ``acc``; with
+    ``direct`` it ends in ``dst[out[xs + p] + d_add:]`` instead of ``acc``. ``strided``: ``run``
+    takes two more arguments, ``x_step`` and ``w_step``, and element ``k`` of a run is at
+    ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (no pairs). All offsets are in bounds.
+    """
+    n_pair = 1 if strided else pair(block)
+
+    def codegen(context, builder, signature, args):
+        (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
+         first_v, dst_a, out_a, d_add_v, direct_v, *steps) = args
+        arg = signature.args
+        v = simd.Vectors(context, builder, arg[0].dtype)
+        lanes = v.lanes
+        n_out = block // lanes  # vectors of a pixel's channels in acc, b and dst
+        n_vec = n_out * n_pair  # ... and in registers
+        n_pix = tile_pixels(block, simd.VECTOR_BYTES // lanes)
+        acc_p = v.at(v.data(acc_a, arg[0]), ao_v)
+        x_p = v.data(x_a, arg[2])
+        xo_p = v.at(v.data(xo_a, arg[3]), xs_v)
+        rx_p, rw_p = v.data(rx_a, arg[5]), v.data(rw_a, arg[6])
+        w_p = v.at(v.data(w_a, arg[9]), wo_v)
+        zero = ir.Constant(v.type, None)
+
+        def spread(pointer):
+            """A pixel's channels at ``pointer``, as the n_vec register vectors hold them."""
+            vecs = [v.load(pointer, lanes * o) for o in range(n_out)]
+            if n_pair == 1:
+                return vecs
+            half = lanes // 2  # channel c to lane 2c (of its half), the pair's partner 0
+            return [v.interleave(vecs[i // 2], zero, [(i % 2) * half + j // 2 if j % 2 == 0
+                                                      else lanes for j in range(lanes)])
+                    for i in range(n_vec)]
+
+        def gather(vecs):
+            """The n_out vectors of a pixel's channels: each pair of lanes summed."""
+            if n_pair == 1:
+                return vecs
+            return [builder.fadd(v.interleave(vecs[2 * o], vecs[2 * o + 1],
+                                              list(range(0, 2 * lanes, 2))),
+                                 v.interleave(vecs[2 * o], vecs[2 * o + 1],
+                                              list(range(1, 2 * lanes, 2))))
+                    for o in range(n_out)]
+
+        # accumulators live in allocas, which LLVM promotes to registers
+        slots = [cgutils.alloca_once(builder, v.type) for _ in range(n_pix * n_vec)]
+        with builder.if_else(cgutils.is_true(builder, first_v)) as (from_bias, from_acc):
+            with from_bias:
+                bias = spread(v.data(b_a, arg[12]))
+                for i, slot in enumerate(slots):
+                    builder.store(bias[i % n_vec], slot)
+            with from_acc:
+                for j in range(n_pix):
+                    for i, vec in enumerate(spread(v.at(acc_p, block * j))):
+                        builder.store(vec, slots[j * n_vec + i])
+        pixels = [v.at(x_p, v.item(xo_p, j)) for j in range(n_pix)]
+        one = ir.Constant(simd.I64, 1)
+        with cgutils.for_range_slice(builder, r_lo_v, r_hi_v, one) as (r, _):
+            run_x = builder.load(builder.gep(rx_p, [r]))
+            run_w = v.at(w_p, builder.load(builder.gep(rw_p, [r])))
+            rows = [v.at(pixel, run_x) for pixel in pixels]
+            # steps between consecutive elements (pairs) of a run, in x and in w
+            x_step, w_step = steps or (ir.Constant(simd.I64, n_pair),
+                                       ir.Constant(simd.I64, block * n_pair))
+            n_steps = builder.sdiv(span_v, ir.Constant(simd.I64, n_pair))
+            with cgutils.for_range(builder, n_steps) as loop:
+                k = loop.index
+                w_k = v.at(run_w, builder.mul(k, w_step))
+                w_vecs = [v.load(w_k, lanes * i) for i in range(n_vec)]
+                x_k = builder.mul(k, x_step)
+                for j in range(n_pix):
+                    bc = v.repeat(v.at(rows[j], x_k), n_pair)
+                    for i in range(n_vec):
+                        slot = slots[j * n_vec + i]
+                        builder.store(v.fma(bc, w_vecs[i], builder.load(slot)), slot)
+        results = [gather([builder.load(slots[j * n_vec + i]) for i in range(n_vec)])
+                   for j in range(n_pix)]
+        with builder.if_else(cgutils.is_true(builder, direct_v)) as (to_dst, to_acc):
+            with to_dst:
+                d_p = v.at(v.data(dst_a, arg[14]), d_add_v)
+                out_p = v.at(v.data(out_a, arg[15]), xs_v)
+                for j, vecs in enumerate(results):
+                    d_j = v.at(d_p, v.item(out_p, j))
+                    for o, vec in enumerate(vecs):
+                        v.store(vec, d_j, lanes * o)
+            with to_acc:
+                for j, vecs in enumerate(results):
+                    for o, vec in enumerate(vecs):
+                        v.store(vec, acc_p, block * j + lanes * o)
+        return context.get_dummy_value()
+
+    if strided:
+        @intrinsic
+        def run_strided(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span,
+                        b, first, dst, out, d_add, direct, x_step, w_step):
+            return types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b,
+                              first, dst, out, d_add, direct, x_step, w_step), codegen
+
+        return run_strided
 
     @intrinsic
     def run(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
             dst, out, d_add, direct):
-        """One tile's runs ``r_lo`` to ``r_hi``, ``span`` elements of each, in registers.
-
-        ``acc[ao + p*B + c] += sum_{r, k} x[xo[xs + p] + runs_x[r] + k] * w[wo + runs_w[r]
-        + k*B + c]`` for the tile's pixels ``p`` (``B = block``; the weights of a pair of
-        elements interleaved, :func:`pair`, ``span`` a multiple of it): ``acc[ao:]`` holds the
-        tile between calls; ``xo[xs:]`` (int64) the pixels' offsets in ``x``, ``runs_x`` and
-        ``runs_w`` (int64) the runs' offsets. With ``first`` the tile starts from the bias
-        ``b[:B]`` instead of ``acc``; with ``direct`` it ends in ``dst[out[xs + p] + d_add:]``
-        instead of ``acc``. All offsets are in bounds.
-        """
-        sig = types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
-                         dst, out, d_add, direct)
-
-        def codegen(context, builder, signature, args):
-            (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
-             first_v, dst_a, out_a, d_add_v, direct_v) = args
-            arg = signature.args
-            v = simd.Vectors(context, builder, arg[0].dtype)
-            lanes = v.lanes
-            n_out = block // lanes  # vectors of a pixel's channels in acc, b and dst
-            n_vec = n_out * n_pair  # ... and in registers
-            n_pix = tile_pixels(block, simd.VECTOR_BYTES // lanes)
-            acc_p = v.at(v.data(acc_a, arg[0]), ao_v)
-            x_p = v.data(x_a, arg[2])
-            xo_p = v.at(v.data(xo_a, arg[3]), xs_v)
-            rx_p, rw_p = v.data(rx_a, arg[5]), v.data(rw_a, arg[6])
-            w_p = v.at(v.data(w_a, arg[9]), wo_v)
-            zero = ir.Constant(v.type, None)
-
-            def spread(pointer):
-                """A pixel's channels at ``pointer``, as the n_vec register vectors hold them."""
-                vecs = [v.load(pointer, lanes * o) for o in range(n_out)]
-                if n_pair == 1:
-                    return vecs
-                half = lanes // 2  # channel c to lane 2c (of its half), the pair's partner 0
-                return [v.interleave(vecs[i // 2], zero, [(i % 2) * half + j // 2 if j % 2 == 0
-                                                          else lanes for j in range(lanes)])
-                        for i in range(n_vec)]
-
-            def gather(vecs):
-                """The n_out vectors of a pixel's channels: each pair of lanes summed."""
-                if n_pair == 1:
-                    return vecs
-                return [builder.fadd(v.interleave(vecs[2 * o], vecs[2 * o + 1],
-                                                  list(range(0, 2 * lanes, 2))),
-                                     v.interleave(vecs[2 * o], vecs[2 * o + 1],
-                                                  list(range(1, 2 * lanes, 2))))
-                        for o in range(n_out)]
-
-            # accumulators live in allocas, which LLVM promotes to registers
-            slots = [cgutils.alloca_once(builder, v.type) for _ in range(n_pix * n_vec)]
-            with builder.if_else(cgutils.is_true(builder, first_v)) as (from_bias, from_acc):
-                with from_bias:
-                    bias = spread(v.data(b_a, arg[12]))
-                    for i, slot in enumerate(slots):
-                        builder.store(bias[i % n_vec], slot)
-                with from_acc:
-                    for j in range(n_pix):
-                        for i, vec in enumerate(spread(v.at(acc_p, block * j))):
-                            builder.store(vec, slots[j * n_vec + i])
-            pixels = [v.at(x_p, v.item(xo_p, j)) for j in range(n_pix)]
-            one = ir.Constant(simd.I64, 1)
-            with cgutils.for_range_slice(builder, r_lo_v, r_hi_v, one) as (r, _):
-                run_x = builder.load(builder.gep(rx_p, [r]))
-                run_w = v.at(w_p, builder.load(builder.gep(rw_p, [r])))
-                rows = [v.at(pixel, run_x) for pixel in pixels]
-                steps = builder.sdiv(span_v, ir.Constant(simd.I64, n_pair))
-                with cgutils.for_range(builder, steps) as loop:
-                    k = loop.index
-                    w_k = v.at(run_w, builder.mul(k, ir.Constant(simd.I64, block * n_pair)))
-                    w_vecs = [v.load(w_k, lanes * i) for i in range(n_vec)]
-                    x_k = builder.mul(k, ir.Constant(simd.I64, n_pair))
-                    for j in range(n_pix):
-                        bc = v.repeat(v.at(rows[j], x_k), n_pair)
-                        for i in range(n_vec):
-                            slot = slots[j * n_vec + i]
-                            builder.store(v.fma(bc, w_vecs[i], builder.load(slot)), slot)
-            results = [gather([builder.load(slots[j * n_vec + i]) for i in range(n_vec)])
-                       for j in range(n_pix)]
-            with builder.if_else(cgutils.is_true(builder, direct_v)) as (to_dst, to_acc):
-                with to_dst:
-                    d_p = v.at(v.data(dst_a, arg[14]), d_add_v)
-                    out_p = v.at(v.data(out_a, arg[15]), xs_v)
-                    for j, vecs in enumerate(results):
-                        d_j = v.at(d_p, v.item(out_p, j))
-                        for o, vec in enumerate(vecs):
-                            v.store(vec, d_j, lanes * o)
-                with to_acc:
-                    for j, vecs in enumerate(results):
-                        for o, vec in enumerate(vecs):
-                            v.store(vec, acc_p, block * j + lanes * o)
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
+                          dst, out, d_add, direct), codegen
 
     return run
 
 
 _runs16 = _outer_runs(16)
 _runs8 = _outer_runs(8)
+#: Blocks of 16 channels over runs of any steps (the filter gradient's).
+runs16_strided = _outer_runs(16, strided=True)
 
 
 @kernel(internal=True)
