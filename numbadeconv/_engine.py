@@ -523,9 +523,9 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     blocks = -(-cog // _filter_grad.BLOCK)
     padded_groups = cog % _filter_grad.BLOCK != 0
     n_rows = n * oh
-    jobs = fh * fw * groups * blocks
+    jobs = fh * groups
     slabs = 1
-    if threads > 1:  # split the pixel sum when taps x channel blocks alone are too few jobs
+    if threads > 1:  # split the pixel sum when rows of taps x groups alone are too few jobs
         slabs = min(n_rows, -(-JOBS_PER_THREAD * threads // jobs))
     rows_per_slab = -(-n_rows // slabs)
     slabs = -(-n_rows // rows_per_slab)

@@ -10,15 +10,16 @@
 output gradient ``[N, OH, OW, Cd]`` whose group ``g`` starts at channel ``g*d_g`` (``dy`` itself,
 ``d_g = cog``, or a copy whose groups are padded with zero channels to whole blocks of 16),
 ``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g]``. Each job owns one slab
-``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one tap, one group and one
-block of 16 output channels, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``:
-threads never share an output element, and the caller sums the slabs.
+``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one row of taps ``kh`` and one
+group, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``: threads never share
+an output element, and the caller sums the slabs.
 
 It is the outer-product kernel's micro-kernel (:mod:`.outer`) with the roles exchanged: a tile is
-a few input channels x a block of 16 output channels in vector registers, reduced over the
-pixels of every row of the slab (a row is a run: ``sw*C`` elements between its pixels in
-``src``, ``Cd`` in ``dy``), a pass of rows at a time so that their block of ``dy`` stays in
-cache while every tile of input channels reads it.
+a few (column tap, input channel) pairs x a block of 16 output channels in vector registers (the
+taps of a row read the same source rows, and few input channels still fill the tiles), reduced
+over the pixels of every row of the slab (a row is a run: ``sw*C`` elements between its pixels
+in ``src``, ``Cd`` in ``dy``), a pass of rows at a time so that their rows of ``src`` and ``dy``
+stay in cache while every tile and every block of output channels reads them.
 """
 
 import numpy as np
@@ -30,12 +31,13 @@ from .simd import CHECK_BOUNDS
 #: Output channels per block.
 BLOCK = 16
 
-#: Pixels per pass: their block of dy (16 KiB in float32) is read from L1 by every tile.
+#: Pixels per pass: their 16 output channels of dy (16 KiB in float32) stay in L1 for every
+#: tile of input channels.
 PASS_PIXELS = 256
 
 
 @kernel(internal=True)
-def _check_pass(acc, ao, src, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, dy, span, x_step,
+def _check_pass(acc, ao, src, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, dy, wo, span, x_step,
                 w_step, out, ci_out, d_add, direct):
     """Raise IndexError unless every element that a pass of one tile touches is in bounds."""
     ok = 0 <= ao and ao + n_pix * BLOCK <= acc.shape[0] and xs + n_pix <= xo.shape[0]
@@ -43,7 +45,7 @@ def _check_pass(acc, ao, src, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, dy, spa
     ok = ok and xs + n_pix <= ci_out.shape[0] and span >= 1
     for r in range(r_lo, r_hi):
         last = (span - 1) * w_step + BLOCK
-        ok = ok and 0 <= runs_w[r] and runs_w[r] + last <= dy.shape[0]
+        ok = ok and 0 <= wo + runs_w[r] and wo + runs_w[r] + last <= dy.shape[0]
         for j in range(n_pix):
             at = xo[xs + j] + runs_x[r]
             ok = ok and 0 <= at and at + (span - 1) * x_step < src.shape[0]
@@ -61,47 +63,53 @@ def filter_grad_serial(src, dy, out, meta, first, last):
     n_images, n_oh, n_ow, d_ch = dy.shape
     cog = n_out // groups
     blocks = -(-cog // BLOCK)
-    n_pix = tile_pixels(BLOCK, out.itemsize)  # input channels per tile
-    n_tiles = -(-cig // n_pix)
+    n_pix = tile_pixels(BLOCK, out.itemsize)  # (column tap, input channel) pairs per tile
+    n_tiles = -(-fw * cig // n_pix)
+    tile = n_pix * BLOCK
     x_flat, d_flat, o_flat = src.reshape(-1), dy.reshape(-1), out.reshape(-1)
-    # each tile's input channels (the last tile repeats the last one) and their rows in out
+    # the tiles' (column tap kw, input channel ci) pairs i = kw*cig + ci (the last tile repeats
+    # the last one): their offsets from a pixel's first source element, and their rows in out
     xo = np.empty(n_tiles * n_pix, np.int64)
     ci_out = np.empty(n_tiles * n_pix, np.int64)
     for i in range(n_tiles * n_pix):
-        xo[i] = min(i, cig - 1)
-        ci_out[i] = xo[i] * n_out
+        k = min(i, fw * cig - 1)
+        xo[i] = k // cig * dw * n_ch + k % cig
+        ci_out[i] = k * n_out
     zeros = np.zeros(BLOCK, out.dtype)
-    acc = np.empty(n_tiles * n_pix * BLOCK, out.dtype)
+    acc = np.empty(blocks * n_tiles * tile, out.dtype)
     runs_x = np.empty(rows_per_slab, np.int64)
     runs_w = np.empty(rows_per_slab, np.int64)
     per_pass = max(1, PASS_PIXELS // n_ow)
     for job in range(first, last):
-        b = job % blocks
-        g = job // blocks % groups
-        kw = job // (blocks * groups) % fw
-        kh = job // (blocks * groups * fw) % fh
-        s = job // (blocks * groups * fw * fh)
+        g = job % groups
+        kh = job // groups % fh
+        s = job // (groups * fh)
         row_lo = s * rows_per_slab
         n_rows = min(rows_per_slab, n_images * n_oh - row_lo)
         for r in range(n_rows):
             n, oh = (row_lo + r) // n_oh, (row_lo + r) % n_oh
-            runs_x[r] = (((n * src.shape[1] + oh * sh + kh * dh) * src.shape[2])
-                         + kw * dw * n_ch + g * cig)
-            runs_w[r] = ((n * n_oh + oh) * n_ow) * d_ch + g * d_g + b * BLOCK
-        n_c = min(BLOCK, cog - b * BLOCK)
-        direct = n_c == BLOCK  # whole blocks go from the registers to out
-        d_add = ((s * fh + kh) * fw + kw) * cig * n_out + g * cog + b * BLOCK
+            runs_x[r] = (n * src.shape[1] + oh * sh + kh * dh) * src.shape[2] + g * cig
+            runs_w[r] = ((n * n_oh + oh) * n_ow) * d_ch + g * d_g
+        tap_out = (s * fh + kh) * fw * cig * n_out + g * cog  # out[s, kh, 0, 0, g*cog]
+        # a pass's rows of dy and src stay in cache while every tile and block uses them
         for r_lo in range(0, n_rows, per_pass):
             r_hi = min(n_rows, r_lo + per_pass)
-            end = direct and r_hi == n_rows
             for t in range(n_tiles):
-                if CHECK_BOUNDS:
-                    _check_pass(acc, t * n_pix * BLOCK, x_flat, xo, t * n_pix, n_pix, runs_x,
-                                runs_w, r_lo, r_hi, d_flat, n_ow, sw * n_ch, d_ch, o_flat,
-                                ci_out, d_add, end)
-                runs16_strided(acc, t * n_pix * BLOCK, x_flat, xo, t * n_pix, runs_x, runs_w,
-                               r_lo, r_hi, d_flat, 0, n_ow, zeros, r_lo == 0, o_flat, ci_out,
-                               d_add, end, sw * n_ch, d_ch)
-        for ci in range(0 if direct else cig):
-            for c in range(n_c):
-                o_flat[d_add + ci * n_out + c] = acc[ci * BLOCK + c]
+                for b in range(blocks):
+                    ao = (b * n_tiles + t) * tile
+                    d_add = tap_out + b * BLOCK
+                    # whole blocks go from the registers to out
+                    end = cog - b * BLOCK >= BLOCK and r_hi == n_rows
+                    if CHECK_BOUNDS:
+                        _check_pass(acc, ao, x_flat, xo, t * n_pix, n_pix, runs_x, runs_w, r_lo,
+                                    r_hi, d_flat, b * BLOCK, n_ow, sw * n_ch, d_ch, o_flat,
+                                    ci_out, d_add, end)
+                    runs16_strided(acc, ao, x_flat, xo, t * n_pix, runs_x, runs_w, r_lo, r_hi,
+                                   d_flat, b * BLOCK, n_ow, zeros, r_lo == 0, o_flat, ci_out,
+                                   d_add, end, sw * n_ch, d_ch)
+        if cog % BLOCK:  # the last block is partial: from acc
+            b = blocks - 1
+            for k in range(fw * cig):
+                at = (b * n_tiles * n_pix + k) * BLOCK
+                for c in range(cog - b * BLOCK):
+                    o_flat[tap_out + b * BLOCK + k * n_out + c] = acc[at + c]
