@@ -16,8 +16,8 @@ import numpy as np
 
 from . import sizes
 
-_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_NATIVE_COMPUTE = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order
+_FLOAT_DTYPES = frozenset((np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)))
+_NATIVE_COMPUTE = frozenset((np.dtype(np.float32), np.dtype(np.float64)))  # native byte order
 
 
 
@@ -227,8 +227,12 @@ def rank4(name: str, shape) -> None:
 def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
     """(dtype the kernels compute in, dtype of the result): float16 is computed in float32."""
     first = arrays[0].dtype
-    if first in _NATIVE_COMPUTE and all(a.dtype == first for a in arrays[1:]):
-        return first, first
+    if first in _NATIVE_COMPUTE:
+        for a in arrays[1:]:
+            if a.dtype != first:
+                break
+        else:
+            return first, first
     result = np.result_type(*(a.dtype.newbyteorder("=") for a in arrays))
     return (np.dtype(np.float32) if result == np.float16 else result), result
 
