@@ -525,8 +525,12 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     n_rows = n * oh
     jobs = fh * groups
     slabs = 1
-    if threads > 1:  # split the pixel sum when rows of taps x groups alone are too few jobs
-        slabs = min(n_rows, -(-JOBS_PER_THREAD * threads // jobs))
+    if threads > 1:  # split the pixel sum when rows of taps x groups alone are too few jobs,
+        # into as many jobs for every thread (the jobs cost about the same)
+        slabs = -(-JOBS_PER_THREAD * threads // jobs)
+        while slabs * jobs % threads:
+            slabs += 1
+        slabs = min(n_rows, slabs)
     rows_per_slab = -(-n_rows // slabs)
     slabs = -(-n_rows // rows_per_slab)
     d_g = blocks * _filter_grad.BLOCK if padded_groups else cog
