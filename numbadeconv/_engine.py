@@ -31,11 +31,16 @@ PARALLEL_MIN_MACS = 200_000
 #: Padded copies and packed filters of fewer elements than this are made serially.
 PARALLEL_MIN_COPY = 100_000
 
-#: The outer-product kernel's jobs cover about this many pixels (rows, and images when rows are
-#: few): each chunk of a channel block's weights serves them all from L1, and their source runs
-#: for one chunk stay in L2 (128 measured best against 256 and 512: U-Net 20 % faster, others
-#: within noise).
+#: The outer-product kernel's jobs cover at least this many pixels (rows, and images when rows
+#: are few): each chunk of a channel block's weights serves them all from L1, and their source
+#: runs for one chunk stay in L2 (128, 256 and 512 within 5 % of each other on channel-rich
+#: layers) ...
 OUTER_JOB_PIXELS = 128
+
+#: ... and, where a pixel's reduction (taps x input channels) is short, pixels for at least this
+#: many multiply-adds per output channel, so that a job's setup stays small beside its work
+#: (few-channel layers 15 % faster than with 128 pixels), unless that leaves too few jobs.
+OUTER_JOB_MACS = 65536
 
 #: The tiled kernel pays off, where the outer-product kernel would waste much of its channel
 #: blocks, when a pixel's reduction runs (taps x input channels) are this long.
@@ -411,11 +416,16 @@ def _blocked_meta(plan: CorrelationPlan, threads: int,
     if plan.kind == "outer":
         groups, block = int(plan.meta[5]), int(plan.meta[17])
         blocks = groups * -(-plan.out_shape[3] // groups // block)
-        # about OUTER_JOB_PIXELS pixels per job (rows, then images), then split the channel
-        # blocks if that leaves too few jobs
+        # pixels per job (rows, then images), then split the channel blocks if that leaves too
+        # few jobs
         q_max = int(plan.phases[:, correlate.Q].max())
-        rows = min(m_max, max(1, OUTER_JOB_PIXELS // q_max))
-        images = min(n_images, -(-OUTER_JOB_PIXELS // (rows * q_max)))
+        taps = int((plan.phases[:, correlate.T] * plan.phases[:, correlate.U]).max())
+        pixels = max(OUTER_JOB_PIXELS, OUTER_JOB_MACS // max(1, taps * int(plan.meta[0]) // groups))
+        if threads > 1:
+            pixels = min(pixels, max(OUTER_JOB_PIXELS,
+                                     n_images * m_max * q_max * n_phases // wanted))
+        rows = min(m_max, max(1, pixels // q_max))
+        images = min(n_images, -(-pixels // (rows * q_max)))
         jobs = -(-n_images // images) * -(-m_max // rows) * n_phases
         chunk = -(-blocks // min(blocks, max(1, -(-wanted // jobs))))
     elif threads > 1:
