@@ -31,8 +31,8 @@ from .simd import CHECK_BOUNDS
 #: Output channels per block.
 BLOCK = 16
 
-#: Pixels per pass: their 16 output channels of dy (16 KiB in float32) stay in L1 for every
-#: tile of input channels.
+#: Pixels per pass: their rows of src and dy (16 KiB of dy per block of output channels, in
+#: float32) stay in cache for every tile and block.
 PASS_PIXELS = 256
 
 

@@ -88,9 +88,12 @@ def _outer_runs(block: int, strided: bool = False):
     offsets. With ``first`` the tile starts from the bias ``b[:B]`` instead of ``acc``; with
     ``direct`` it ends in ``dst[out[xs + p] + d_add:]`` instead of ``acc``. ``strided``: ``run``
     takes two more arguments, ``x_step`` and ``w_step``, and element ``k`` of a run is at
-    ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (no pairs). All offsets are in bounds.
+    ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (blocks of 16 only: no pairs). All offsets
+    are in bounds.
     """
-    n_pair = 1 if strided else pair(block)
+    if strided and pair(block) != 1:  # tile_pixels sizes the tiles of paired blocks
+        raise ValueError(f"strided runs need a block of single elements, not {block}")
+    n_pair = pair(block)
 
     def codegen(context, builder, signature, args):
         (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
