@@ -72,13 +72,6 @@ class Vectors:
         """``a * b + c``, fused."""
         return self.builder.call(self._fma, [a, b, c])
 
-    def splat(self, scalar):
-        """A vector with ``scalar`` in every lane."""
-        undef = ir.Constant(self.type, ir.Undefined)
-        first = self.builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
-        return self.builder.shuffle_vector(
-            first, undef, ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes))
-
     def repeat(self, pointer, count: int):
         """The ``count`` elements at ``pointer`` repeated over the lanes (``count`` divides them).
 
