@@ -398,7 +398,7 @@ except IndexError as exc:
 """
     env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
     out = check_child(run_child(code, env=env, timeout=300))
-    assert "IndexError filter-gradient kernel" in out, out
+    assert "IndexError outer-product kernel" in out, out
 
 
 def test_depthwise_runs_are_bounds_checked(tmp_path):

@@ -25,7 +25,7 @@ stay in cache while every tile and every block of output channels reads them.
 import numpy as np
 
 from .._jit import kernel
-from .outer import runs16_strided, tile_pixels
+from .outer import check_runs, runs16_strided, tile_pixels
 from .simd import CHECK_BOUNDS
 
 #: Output channels per block.
@@ -34,25 +34,6 @@ BLOCK = 16
 #: Pixels per pass: their rows of src and dy (16 KiB of dy per block of output channels, in
 #: float32) stay in cache for every tile and block.
 PASS_PIXELS = 256
-
-
-@kernel(internal=True)
-def _check_pass(acc, ao, src, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, dy, wo, span, x_step,
-                w_step, out, ci_out, d_add, direct):
-    """Raise IndexError unless every element that a pass of one tile touches is in bounds."""
-    ok = 0 <= ao and ao + n_pix * BLOCK <= acc.shape[0] and xs + n_pix <= xo.shape[0]
-    ok = ok and 0 <= r_lo and r_hi <= runs_x.shape[0] and r_hi <= runs_w.shape[0]
-    ok = ok and xs + n_pix <= ci_out.shape[0] and span >= 1
-    for r in range(r_lo, r_hi):
-        last = (span - 1) * w_step + BLOCK
-        ok = ok and 0 <= wo + runs_w[r] and wo + runs_w[r] + last <= dy.shape[0]
-        for j in range(n_pix):
-            at = xo[xs + j] + runs_x[r]
-            ok = ok and 0 <= at and at + (span - 1) * x_step < src.shape[0]
-    for j in range(n_pix if direct else 0):
-        ok = ok and 0 <= ci_out[xs + j] + d_add and ci_out[xs + j] + d_add + BLOCK <= out.shape[0]
-    if not ok:
-        raise IndexError("filter-gradient kernel: a pass would read or write out of bounds")
 
 
 @kernel()
@@ -101,9 +82,9 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                     # whole blocks go from the registers to out
                     end = cog - b * BLOCK >= BLOCK and r_hi == n_rows
                     if CHECK_BOUNDS:
-                        _check_pass(acc, ao, x_flat, xo, t * n_pix, n_pix, runs_x, runs_w, r_lo,
-                                    r_hi, d_flat, b * BLOCK, n_ow, sw * n_ch, d_ch, o_flat,
-                                    ci_out, d_add, end)
+                        check_runs(acc, ao, x_flat, xo, t * n_pix, n_pix, runs_x, runs_w, r_lo,
+                                   r_hi, d_flat, b * BLOCK, n_ow, zeros, o_flat, ci_out, d_add,
+                                   end, BLOCK, 1, sw * n_ch, d_ch)
                     runs16_strided(acc, ao, x_flat, xo, t * n_pix, runs_x, runs_w, r_lo, r_hi,
                                    d_flat, b * BLOCK, n_ow, zeros, r_lo == 0, o_flat, ci_out,
                                    d_add, end, sw * n_ch, d_ch)

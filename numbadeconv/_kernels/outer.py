@@ -203,21 +203,27 @@ runs16_strided = _outer_runs(16, strided=True)
 
 
 @kernel(internal=True)
-def _check_runs(acc, ao, x, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, dst,
-                out, d_add, direct, block):
-    """Raise IndexError unless every element that ``_outer_runs`` would touch is in bounds."""
+def check_runs(acc, ao, x, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, dst, out,
+               d_add, direct, block, step, x_step, w_step):
+    """Raise IndexError unless every element that a call of ``_outer_runs`` touches is in bounds.
+
+    Its arguments, with the tile's ``n_pix`` and ``block``: ``step`` elements of a run (a pair,
+    or one) are ``x_step`` apart in ``x`` and ``w_step`` in ``w`` (the unit-step runs:
+    ``pair(block)`` and ``block * pair(block)``).
+    """
     ok = 0 <= ao and ao + n_pix * block <= acc.shape[0] and xs + n_pix <= xo.shape[0]
     ok = ok and 0 <= r_lo and r_hi <= runs_x.shape[0] and r_hi <= runs_w.shape[0]
-    ok = ok and block <= b.shape[0] and (not direct or xs + n_pix <= out.shape[0])
-    ok = ok and span % pair(block) == 0
-    for r in range(r_lo, r_hi):
-        ok = ok and 0 <= wo + runs_w[r] and wo + runs_w[r] + span * block <= w.shape[0]
+    ok = ok and block <= b.shape[0] and span % step == 0
+    n_steps = span // step
+    for r in range(r_lo, r_hi if n_steps > 0 else r_lo):
+        at = wo + runs_w[r]
+        ok = ok and 0 <= at and at + (n_steps - 1) * w_step + block * step <= w.shape[0]
         for j in range(n_pix):
             at = xo[xs + j] + runs_x[r]
-            ok = ok and 0 <= at and at + span <= x.shape[0]
+            ok = ok and 0 <= at and at + (n_steps - 1) * x_step + step <= x.shape[0]
     for j in range(n_pix if direct else 0):
-        at = out[xs + j] + d_add
-        ok = ok and 0 <= at and at + block <= dst.shape[0]
+        ok = ok and xs + j < out.shape[0]
+        ok = ok and 0 <= out[xs + j] + d_add and out[xs + j] + d_add + block <= dst.shape[0]
     if not ok:
         raise IndexError("outer-product kernel: a run would read or write out of bounds")
 
@@ -318,9 +324,9 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     for t_i in range(n_tiles):
                         ao, xs = t_i * tile, t_i * n_pix
                         if CHECK_BOUNDS:
-                            _check_runs(acc, ao, flat, xo, xs, n_pix, tap_x, tap_w, r_lo, r_hi,
-                                        weights, wc, length, b_block, d_flat, out, d_add, end,
-                                        block)
+                            check_runs(acc, ao, flat, xo, xs, n_pix, tap_x, tap_w, r_lo, r_hi,
+                                       weights, wc, length, b_block, d_flat, out, d_add, end,
+                                       block, pair(block), pair(block), block * pair(block))
                         if block == 16:
                             _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, r_lo, r_hi, weights,
                                     wc, length, b_block, begin, d_flat, out, d_add, end)
