@@ -68,28 +68,33 @@ def mode(request, monkeypatch):
         assert failures and not any(failures), failures
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_every_op_matches_reference(name, mode):
+def _check_every_op(name, dtype, threads, tol, filter_atol):
+    """conv2d, its transpose and its filter gradient of case ``name`` against the references."""
     x_shape, w_shape, stride, padding, dilation = CASES[name]
     rng = np.random.default_rng(len(name))
-    x = rng.standard_normal(x_shape)
-    w = rng.standard_normal(w_shape)
-    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    threads = min(threads, nd._jit.numba.config.NUMBA_NUM_THREADS)
     y = nd.conv2d(x, w, stride, padding, dilations=dilation, threads=threads)
     np.testing.assert_allclose(y, reference_conv2d(x, w, stride, padding, dilations=dilation),
-                               rtol=1e-10, atol=1e-10)
-    dy = rng.standard_normal(y.shape)
+                               rtol=tol, atol=tol)
+    dy = rng.standard_normal(y.shape).astype(dtype)
     dx = nd.conv2d_transpose(dy, w, x_shape, stride, padding, dilations=dilation,
                              threads=threads)
     np.testing.assert_allclose(
         dx, reference_conv2d_transpose(dy, w, x_shape, stride, padding, dilations=dilation),
-        rtol=1e-10, atol=1e-10)
+        rtol=tol, atol=tol)
     dw = nd.conv2d_backprop_filter(x, w_shape, dy, stride, padding, dilations=dilation,
                                    threads=threads)
     np.testing.assert_allclose(
         dw, reference_conv2d_backprop_filter(x, w_shape, dy, stride, padding,
                                              dilations=dilation),
-        rtol=1e-10, atol=1e-10)
+        rtol=tol, atol=filter_atol)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_op_matches_reference(name, mode):
+    _check_every_op(name, np.float64, mode, 1e-10, 1e-10)
 
 
 @pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
@@ -99,26 +104,7 @@ def test_every_op_matches_reference(name, mode):
 def test_float32_matches_reference(name, mode):
     # float64 above; the outer-product kernel's float32 tiles are wider (6 or 12 pixels, not 2
     # or 6)
-    x_shape, w_shape, stride, padding, dilation = CASES[name]
-    rng = np.random.default_rng(len(name))
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
-    y = nd.conv2d(x, w, stride, padding, dilations=dilation, threads=threads)
-    np.testing.assert_allclose(y, reference_conv2d(x, w, stride, padding, dilations=dilation),
-                               rtol=1e-4, atol=1e-4)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = nd.conv2d_transpose(dy, w, x_shape, stride, padding, dilations=dilation,
-                             threads=threads)
-    np.testing.assert_allclose(
-        dx, reference_conv2d_transpose(dy, w, x_shape, stride, padding, dilations=dilation),
-        rtol=1e-4, atol=1e-4)
-    dw = nd.conv2d_backprop_filter(x, w_shape, dy, stride, padding, dilations=dilation,
-                                   threads=threads)
-    np.testing.assert_allclose(
-        dw, reference_conv2d_backprop_filter(x, w_shape, dy, stride, padding,
-                                             dilations=dilation),
-        rtol=1e-4, atol=1e-3)
+    _check_every_op(name, np.float32, mode, 1e-4, 1e-3)
 
 
 def test_cases_cover_every_kernel():
