@@ -248,10 +248,15 @@ print("stats", dict(fuzz({n})))
 """
 
 
-def _run(tmp_path, n, timeout):
+def _run_bounds_checked(code, tmp_path, timeout, **kwargs):
+    """``code``'s output in a child process with NUMBA_BOUNDSCHECK=1 and a cache of its own."""
     env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
-    out = check_child(run_child(CHILD.format(tests=str(REPO / "tests"), n=n), env=env,
-                                timeout=timeout, cwd=tmp_path))
+    return check_child(run_child(code, env=env, timeout=timeout, **kwargs))
+
+
+def _run(tmp_path, n, timeout):
+    out = _run_bounds_checked(CHILD.format(tests=str(REPO / "tests"), n=n), tmp_path, timeout,
+                              cwd=tmp_path)
     print(out)
     return out
 
@@ -376,8 +381,7 @@ try:
 except IndexError as exc:
     print("IndexError", exc)
 """
-    env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
-    out = check_child(run_child(code, env=env, timeout=300))
+    out = _run_bounds_checked(code, tmp_path, timeout=300)
     assert "IndexError outer-product kernel" in out, out
 
 
@@ -396,8 +400,7 @@ try:
 except IndexError as exc:
     print("IndexError", exc)
 """
-    env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
-    out = check_child(run_child(code, env=env, timeout=300))
+    out = _run_bounds_checked(code, tmp_path, timeout=300)
     assert "IndexError outer-product kernel" in out, out
 
 
@@ -428,6 +431,5 @@ try:
 except IndexError as exc:
     print("IndexError", exc)
 """
-    env = child_env(NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "boundscheck_cache"))
-    out = check_child(run_child(code, env=env, timeout=300))
+    out = _run_bounds_checked(code, tmp_path, timeout=300)
     assert "in bounds: ok" in out and "IndexError depthwise kernel" in out, out
