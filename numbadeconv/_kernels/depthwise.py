@@ -110,14 +110,15 @@ def _interior(a, ao, b, x, xo, w, wo, wj, n_taps, first, end, xs, ws):
 
 
 @kernel(internal=True)
-def _edge(a, ao, n_ch, b, x, xo, w, wo, wj, n_taps, q_lo, q_hi, first, end):
-    """Pixels ``first`` to ``end`` of the row at ``a[ao:]`` (``[Q, n_ch]``), one tap at a time.
+def _edges(a, ao, n_ch, b, x, xo, w, wo, wj, n_taps, q_lo, q_hi, qa, qb, nq):
+    """Pixels below ``qa`` and from ``qb`` to ``nq`` of the row at ``a[ao:]`` (``[nq, n_ch]``).
 
-    As :func:`_interior`; tap ``k`` (column tap ``k % len(q_lo)``) reads inside the source for
-    pixels ``q_lo`` to ``q_hi`` only.
+    One tap at a time, as :func:`_interior`; tap ``k`` (column tap ``k % len(q_lo)``) reads
+    inside the source for pixels ``q_lo`` to ``q_hi`` only.
     """
     nu = q_lo.shape[0]
-    for q in range(first, end):
+    for i in range(qa + nq - qb):
+        q = i if i < qa else qb + i - qa
         out = np.uint64(ao + q * n_ch)
         _fill(a, out, b, n_ch)
         for k in range(n_taps):
@@ -395,7 +396,9 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         c_shift = np.empty(nu, np.int64)
         q_lo = np.empty(nu, np.int64)
         q_hi = np.empty(nu, np.int64)
-        qa, qb = 0, nq  # pixels where every column tap is valid
+        # pixels where every column tap is valid (np.int64: with a literal 0, Numba would also
+        # compile the helpers that take qa for that literal)
+        qa, qb = np.int64(0), nq
         for u in range(nu):
             off = toffs[tw + u] - left  # source column of pixel q: q*ssw + off
             c_phase[u] = off % ssw
@@ -468,7 +471,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             and (m + rows - 1) * ssh + toffs[th + nt - 1] - top < height):
                         n_rows = rows
                         break
-            n_taps = 0
+            n_taps = np.int64(0)
             for h in range(n_rows):
                 n_taps = 0
                 for t in range(nt):
@@ -498,10 +501,8 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                 else:
                     _interior(a, a_off[0], b[j], x, xo[0], w, wo, w_j, n_taps, qa * n_ch,
                               qb * n_ch, slot_x, slot_w)
-                    _edge(a, a_off[0], n_ch, b[j], x, xo[0], w, wo, w_j, n_taps, q_lo, q_hi, 0,
-                          qa)
-                    _edge(a, a_off[0], n_ch, b[j], x, xo[0], w, wo, w_j, n_taps, q_lo, q_hi, qb,
-                          nq)
+                    _edges(a, a_off[0], n_ch, b[j], x, xo[0], w, wo, w_j, n_taps, q_lo, q_hi,
+                           qa, qb, nq)
             if not direct:
                 for h in range(n_rows):
                     _store(d_flat, n * s_img + (phases[p, R0] + (m + h) * rs) * s_row
