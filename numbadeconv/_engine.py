@@ -225,14 +225,16 @@ def _affine_strides(taps: list[np.ndarray]) -> tuple[int, int, int] | None:
     return strides
 
 
-def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_of, src_stride,
-                      dst_stride, macs, n_weights) -> CorrelationPlan:
+def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, cols, w5_of,
+                      src_stride, dst_stride, macs, n_weights) -> CorrelationPlan:
     """The plan of the correlation whose phases are all pairs of ``rows`` x ``cols``.
 
     A 1-D phase is ``(first, count, offsets, taps)``: ``first`` the first output index, ``count``
     the number of outputs, ``offsets`` the source offsets of its taps (ascending) and ``taps``
     their kernel indices. ``w5_of(taps_h, taps_w)`` gives, for a phase, the positions in the flat
     filters of its weights ``[T, U, cig, G, cog]``; ``n_weights`` is the filters' size.
+    ``src_hw`` is the (height, width) of the source itself, ``src_width`` that of its padded
+    ``frame`` (None: no padding).
     """
     cig = n_ch // groups
     cog = out_shape[3] // groups
@@ -301,12 +303,11 @@ def _correlation_plan(out_shape, n_ch, src_width, groups, frame, rows, cols, w5_
                 packed.append(index)
                 w_start += index.size
         weight_index = np.concatenate(packed)
-    top_left = (0, 0)
+    top_left = (0, 0) if frame is None else frame[:2]
     if kind in UNPADDED_KINDS:
-        top_left = (0, 0) if frame is None else frame[:2]
         frame = None
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
-            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0, block)
+            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0, block, *src_hw)
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,
@@ -343,7 +344,7 @@ def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups) -> Corr
     cols = [(0, ow, [kw * dw for kw in range(fw)], list(range(fw)))]
     w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
     src_width = x_shape[2] if frame is None else frame[3]
-    return _correlation_plan(out_shape, c, src_width, groups, frame, rows, cols,
+    return _correlation_plan(out_shape, c, x_shape[1:3], src_width, groups, frame, rows, cols,
                              lambda _th, _tw: w5,
                              stride, (1, 1), n * oh * ow * n_out * fh * fw * cig, w5.size)
 
@@ -395,8 +396,8 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> 
     cols, left, right = _transpose_phases(wd, fw, stride[1], dilation[1], pad[1], ow)
     frame = _frame(dy_shape, top, left, top + oh + bottom, left + ow + right)
     w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
-    return _correlation_plan(out_shape, n_out, left + ow + right, groups, frame, rows, cols,
-                             lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1),
+    return _correlation_plan(out_shape, n_out, (oh, ow), left + ow + right, groups, frame, rows,
+                             cols, lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1),
                              stride, n * oh * ow * n_out * fh * fw * cig, w5.size)
 
 

@@ -37,6 +37,13 @@ CASES = {
     "outer, odd input channels, few outputs": ((2, 9, 10, 5), (3, 3, 5, 7), 2, "SAME", 1),
     "outer, blocks of 8, grouped, 1x1": ((1, 6, 7, 12), (1, 1, 4, 6), 1, "VALID", 1),
     "outer, two channels": ((1, 7, 9, 2), (5, 5, 2, 2), 1, "SAME", 1),
+    # pixels whose taps read zero padding: rows and columns split into segments that skip them
+    # (long reductions), or not (short ones); rows and columns that read padding only
+    "outer, small image, taps skipped": ((2, 4, 5, 256), (5, 5, 256, 32), 2, "SAME", 1),
+    "outer, padding wider than the kernel": ((1, 6, 7, 24), (3, 3, 24, 20), 1,
+                                             [[0, 0], [4, 5], [3, 4], [0, 0]], 1),
+    "outer, wide padding, long runs": ((1, 3, 4, 160), (3, 3, 160, 16), 1,
+                                       [[0, 0], [3, 2], [4, 3], [0, 0]], 1),
     "depthwise": ((2, 9, 9, 12), (3, 3, 1, 12), 1, "SAME", 1),
     "depthwise multiplier": ((2, 9, 9, 6), (3, 3, 1, 18), 2, "SAME", 2),
     "rowwise (one channel)": ((2, 13, 11, 1), (3, 3, 1, 1), 2, "SAME", 1),
@@ -99,12 +106,28 @@ def test_every_op_matches_reference(name, mode):
 
 @pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
                                   "outer, blocks of 8", "outer, two channels",
+                                  "outer, small image, taps skipped",
                                   "outer, odd input channels, few outputs",
                                   "tiled, explicit asymmetric"])
 def test_float32_matches_reference(name, mode):
     # float64 above; the outer-product kernel's float32 tiles are wider (6 or 12 pixels, not 2
     # or 6)
     _check_every_op(name, np.float32, mode, 1e-4, 1e-3)
+
+
+@pytest.mark.parametrize("cin", [24, 160])
+def test_outer_bias_where_only_padding_is_read(cin, mode):
+    # output rows and columns that read zero padding only hold the bias (NCHW: through acc)
+    rng = np.random.default_rng(cin)
+    x = rng.standard_normal((2, cin, 3, 4))
+    w = rng.standard_normal((20, cin, 3, 3))
+    b = rng.standard_normal(20)
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    y = nd.functional.conv2d(x, w, b, padding=(4, 5), threads=threads)
+    expected = reference_conv2d(x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), 1,
+                                [[0, 0], [4, 4], [5, 5], [0, 0]]).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(y, expected + b[:, None, None], rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(y[:, :, 0], np.broadcast_to(b[:, None], (2, 20, 12)))
 
 
 def test_cases_cover_every_kernel():

@@ -11,13 +11,21 @@ channel blocks: images are grouped so that the weights of a block, loaded into c
 serve enough pixels, and channel blocks are split when that leaves too few jobs.
 
 A tile is P pixels x B output channels held in vector registers, P as large as the 16 AVX2
-registers allow beside the block's weight vectors and a broadcast (:func:`tile_pixels`; float32,
-B = 16: 6 pixels x 2 vectors of 8, B = 8: 12 x 1; float64: 2 x 4 and 6 x 2). For each input
-element the tile does one broadcast per pixel and one fused multiply-add per accumulator; the
-accumulators stay in registers over all the runs (taps) of a pixel, a chunk of each at a time,
-start from the bias and, for full blocks of an NHWC result, end in the result itself; no
-horizontal sum is needed. LLVM does not find this schedule from scalar code (it vectorises the
-reduction loop instead), so :func:`_outer_runs` writes it in LLVM IR.
+registers allow beside the block's weight vectors and a broadcast (:func:`tile_pixels`; float32:
+6 pixels x 2 vectors, of 8 channels for B = 16 and of 4 channels x 2 elements for B = 8;
+float64: 2 pixels x 4 vectors). For each input element the tile does one broadcast per pixel
+and one fused multiply-add per accumulator; the accumulators stay in registers over all the runs
+(taps) of a pixel, a chunk of each at a time, start from the bias and, for full blocks of an
+NHWC result, end in the result itself; no horizontal sum is needed. LLVM does not find this
+schedule from scalar code (it vectorises the reduction loop instead), so :func:`_outer_runs`
+writes it in LLVM IR.
+
+Taps that read the zero padding of ``src`` only (``meta[11]``, ``[12]``, ``[18]`` and ``[19]``
+say where the source lies in it) are skipped: a job's pixels go in segments of the rows and
+columns whose taps read inside the same range of row and column taps (:func:`_tap_ranges`),
+each segment in tiles of its own that run only those taps (of merged runs, only those columns'
+elements), where that saves more than the segments' partial tiles cost (:func:`_segments_cost`).
+Small images lose most to padding (a 4x4x1024 DCGAN transpose: 28 % of its taps).
 """
 
 import numpy as np
@@ -28,7 +36,7 @@ from numba.extending import intrinsic, register_jitable
 
 from .._jit import kernel
 from . import simd
-from .correlate import C0, R0, M, Q, T, U, _tap_runs, out_layout
+from .correlate import C0, MERGED, R0, TH, TW, M, Q, T, U, _tap_runs, out_layout
 from .simd import CHECK_BOUNDS
 
 #: Vector registers (AVX2): a tile's accumulators, its weight vectors and a broadcast.
@@ -40,6 +48,12 @@ MAX_PIXELS = 12
 #: Bytes of weights (a chunk of every run x B) per pass over a job's tiles: half of an L1
 #: cache, the rest holds the tiles' source runs.
 CHUNK_BYTES = 16 * 1024
+
+#: What a segment of a job's pixels costs beyond its tiles' work, in elements of a pixel's
+#: reduction (about as many cycles): a job splits its pixels into segments that skip the taps
+#: reading zero padding only where that saves more (FCN's 289-pixel jobs: 10 % slower split
+#: without this term).
+SEGMENT_ELEMENTS = 1024
 
 
 def block_width(cig: int, cog: int) -> int:
@@ -248,6 +262,66 @@ def _outer_job(phases, meta, blocks, n_images, job):
             b_lo, min(b_lo + meta[15], blocks))
 
 
+@kernel(internal=True)
+def _tap_ranges(toffs, at, n_taps, first, count, step, start, size, ranges):
+    """Split positions ``first`` to ``first + count`` by the taps that read inside the source.
+
+    Tap ``k`` (offsets ``toffs[at:at + n_taps]``, ascending) of position ``i`` reads index
+    ``i*step + toffs[at + k] - start`` of a source of ``size``: the taps that read inside are a
+    range ``[lo, hi)``, which only moves down as ``i`` grows, so that positions with the same
+    range are consecutive. ``ranges`` ``[3, >= count + 1]``: fills ``ranges[0, c]`` with the
+    first position of the ``c``-th such run of positions (``ranges[0, n]`` one past the last),
+    ``ranges[1, c]`` and ``ranges[2, c]`` with its ``lo`` and ``hi``; returns the number ``n``.
+    """
+    n = 0
+    for i in range(first, first + count):
+        lo = 0
+        while lo < n_taps and i * step + toffs[at + lo] - start < 0:
+            lo += 1
+        hi = lo
+        while hi < n_taps and i * step + toffs[at + hi] - start < size:
+            hi += 1
+        if n == 0 or lo != ranges[1, n - 1] or hi != ranges[2, n - 1]:
+            ranges[0, n], ranges[1, n], ranges[2, n] = i, lo, hi
+            n += 1
+    ranges[0, n] = first + count
+    return n
+
+
+@kernel(internal=True)
+def _merged(ranges, n):
+    """Append the ``n`` runs of :func:`_tap_ranges` in ``ranges`` as one, as run ``n + 1``.
+
+    The merged run reads the taps that any of them reads; ``ranges`` needs ``n + 3`` columns.
+    """
+    lo, hi = 0, 0
+    for c in range(n):
+        if ranges[1, c] < ranges[2, c]:
+            lo, hi = (ranges[1, c], ranges[2, c]) if lo == hi else (min(lo, ranges[1, c]),
+                                                                  max(hi, ranges[2, c]))
+    ranges[0, n + 1], ranges[0, n + 2], ranges[1, n + 1], ranges[2, n + 1] = (
+        ranges[0, 0], ranges[0, n], lo, hi)
+
+
+@kernel(internal=True)
+def _segments_cost(m_ranges, m_first, n_rc, q_ranges, q_first, n_cc, images, n_pix, cig):
+    """The cost of a job's pixels in segments: runs of rows x runs of columns (:func:`_tap_ranges`).
+
+    The runs of rows ``m_first`` to ``m_first + n_rc`` in ``m_ranges``, likewise of columns.
+    Each segment computes whole tiles of ``n_pix`` pixels, each pixel ``cig`` elements of every
+    tap that the segment reads, and costs SEGMENT_ELEMENTS more.
+    """
+    cost = 0
+    for rc in range(m_first, m_first + n_rc):
+        for cc in range(q_first, q_first + n_cc):
+            pixels = images * (m_ranges[0, rc + 1] - m_ranges[0, rc]) * (q_ranges[0, cc + 1]
+                                                                          - q_ranges[0, cc])
+            taps = max(0, m_ranges[2, rc] - m_ranges[1, rc]) * max(0, q_ranges[2, cc]
+                                                                   - q_ranges[1, cc])
+            cost += -(-pixels // n_pix) * n_pix * taps * cig + SEGMENT_ELEMENTS
+    return cost
+
+
 @kernel()
 def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     flat = src.reshape(-1)
@@ -256,45 +330,77 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     tile = n_pix * block
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     w_block, w_group = meta[8], meta[9]
+    top, left, height, width = meta[11], meta[12], meta[18], meta[19]
     cig = n_ch // groups
     d_flat = dst.reshape(-1)
-    _, _, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
+    _, n_cols, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
     cog = n_out // groups
     blocks = -(-cog // block)  # per group
     b_block = np.zeros(block, dst.dtype)
+    # scratch for every job (a parallel launch runs each job in a call of its own: no scans)
+    tap_x = np.empty(toffs.shape[0], np.int64)  # toffs holds every phase's T*U taps
+    tap_w = np.empty_like(tap_x)
+    m_ranges = np.empty((3, meta[7] + 3), np.int64)  # see _tap_ranges and _merged
+    q_ranges = np.empty((3, n_cols + 3), np.int64)
     for job in range(first, last):
         n_lo, n_hi, p, m_lo, m_hi, b_lo, b_hi = _outer_job(phases, meta, groups * blocks,
                                                              dst.shape[0], job)
-        nq = phases[p, Q]
-        tap_x = np.empty(phases[p, T] * phases[p, U], np.int64)
-        tap_w = np.empty(phases[p, T] * phases[p, U], np.int64)
+        nq, nt, nu = phases[p, Q], phases[p, T], phases[p, U]
         n_taps, span = _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
+        merged = phases[p, MERGED] != 0
+        per_row = 1 if merged else nu  # runs per row tap
         # a pass takes runs whose weights fit in CHUNK_BYTES, or a chunk of one run
         most = max(1, CHUNK_BYTES // (block * dst.itemsize))
         chunk = max(1, -(-span // max(1, -(-span // most))))  # equal chunks of at most `most`
         chunk = -(-chunk // pair(block)) * pair(block)
         per_pass = max(1, most // max(1, span))
-        # the job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in tiles of n_pix
-        # (the last tile repeats the last pixel): base and out, each pixel's offset in the source
-        # and in dst
-        n_pixels = (n_hi - n_lo) * (m_hi - m_lo) * nq
-        n_tiles = -(-n_pixels // n_pix)
-        base = np.empty(n_tiles * n_pix, np.int64)
-        out = np.empty(n_tiles * n_pix, np.int64)
+        # The job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in segments: the
+        # pixels whose row taps t_lo to t_hi and column taps u_lo to u_hi read inside the source
+        # (the others read its zero padding only), in tiles of n_pix (the last tile repeats the
+        # segment's last pixel). A segment's tiles skip the other taps' runs (or the parts of
+        # merged runs). base and out: each pixel's offset in the source and in dst.
+        n_rows = m_hi - m_lo
+        n_rc = _tap_ranges(toffs, phases[p, TH], nt, m_lo, n_rows, ssh, top, height, m_ranges)
+        # (np.int64: with a literal 0, Numba would compile _tap_ranges a second time for it)
+        n_cc = _tap_ranges(toffs, phases[p, TW], nu, np.int64(0), nq, ssw, left, width, q_ranges)
+        # rows and columns split into those runs where that saves more work than the segments'
+        # partial tiles cost, else kept as one run (reading the taps that any of them reads)
+        _merged(m_ranges, n_rc)
+        _merged(q_ranges, n_cc)
+        least, best = -1, 0
+        for option in range(4):  # split rows and columns, rows only, columns only, neither
+            m_first, n_r = (0, n_rc) if option < 2 else (n_rc + 1, 1)
+            q_first, n_c = (0, n_cc) if option % 2 == 0 else (n_cc + 1, 1)
+            cost = _segments_cost(m_ranges, m_first, n_r, q_ranges, q_first, n_c, n_hi - n_lo,
+                                  n_pix, cig)
+            if least < 0 or cost < least:
+                least, best = cost, option
+        m_first, n_rc = (0, n_rc) if best < 2 else (n_rc + 1, 1)
+        q_first, n_cc = (0, n_cc) if best % 2 == 0 else (n_cc + 1, 1)
+        n_seg = n_rc * n_cc
+        seg_tiles = np.empty(n_seg + 1, np.int64)  # segment s: tiles seg_tiles[s] to [s + 1]
+        n_slots = -(-(n_hi - n_lo) * n_rows * nq // n_pix) * n_pix + n_seg * (n_pix - 1)
+        base = np.empty(n_slots, np.int64)
+        out = np.empty(n_slots, np.int64)
         i = 0
-        for n in range(n_lo, n_hi):
-            for m in range(m_lo, m_hi):
-                x_row = (n * src.shape[1] + m * ssh) * src.shape[2]
-                d_row = n * s_img + (phases[p, R0] + m * rs) * s_row + phases[p, C0] * s_col
-                for q in range(nq):
-                    base[i] = x_row + q * ssw * n_ch
-                    out[i] = d_row + q * cs * s_col
-                    i += 1
-        for i in range(n_pixels, n_tiles * n_pix):
-            base[i] = base[n_pixels - 1]
-            out[i] = out[n_pixels - 1]
-        xo = np.empty(n_tiles * n_pix, np.int64)
-        acc = np.empty(n_tiles * tile, dst.dtype)
+        for s in range(n_seg):
+            rc, cc = m_first + s // n_cc, q_first + s % n_cc
+            seg_tiles[s] = i // n_pix
+            for n in range(n_lo, n_hi):
+                for m in range(m_ranges[0, rc], m_ranges[0, rc + 1]):
+                    x_row = (n * src.shape[1] + m * ssh) * src.shape[2]
+                    d_row = n * s_img + (phases[p, R0] + m * rs) * s_row + phases[p, C0] * s_col
+                    for q in range(q_ranges[0, cc], q_ranges[0, cc + 1]):
+                        base[np.uint64(i)] = x_row + q * ssw * n_ch  # unsigned: no wraparound
+                        out[np.uint64(i)] = d_row + q * cs * s_col
+                        i += 1
+            while i % n_pix:
+                base[i] = base[i - 1]
+                out[i] = out[i - 1]
+                i += 1
+        seg_tiles[n_seg] = i // n_pix
+        xo = np.empty(i, np.int64)
+        acc = np.empty(i * block, dst.dtype)
         for gb in range(b_lo, b_hi):
             g = gb // blocks
             cb = gb % blocks * block
@@ -305,35 +411,61 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             for c in range(n_c, block):
                 b_block[c] = 0
             # full blocks of contiguous channels (NHWC) go from the registers to dst
-            direct = n_c == block and s_ch == 1 and n_taps > 0
+            direct = n_c == block and s_ch == 1
             d_add = (g * cog + cb) * s_ch
-            if n_taps == 0:  # no tap reaches this phase: the bias alone
-                for i in range(n_tiles * n_pix):
-                    for c in range(block):
-                        acc[i * block + c] = b_block[c]
-            # a pass's weights stay in L1 while every tile uses them
-            for r_lo in range(0, n_taps, per_pass):
-                r_hi = min(n_taps, r_lo + per_pass)
-                for c0 in range(0, span, chunk):
-                    for i in range(n_tiles * n_pix):
-                        xo[i] = base[i] + g * cig + c0
-                    wc = w0 + c0 * block
-                    length = min(chunk, span - c0)
-                    begin = r_lo == 0 and c0 == 0
-                    end = direct and r_hi == n_taps and c0 + chunk >= span
-                    for t_i in range(n_tiles):
-                        ao, xs = t_i * tile, t_i * n_pix
-                        if CHECK_BOUNDS:
-                            check_runs(acc, ao, flat, xo, xs, n_pix, tap_x, tap_w, r_lo, r_hi,
-                                       weights, wc, length, b_block, d_flat, out, d_add, end,
-                                       block, pair(block), pair(block), block * pair(block))
-                        if block == 16:
-                            _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, r_lo, r_hi, weights,
-                                    wc, length, b_block, begin, d_flat, out, d_add, end)
-                        else:
-                            _runs8(acc, ao, flat, xo, xs, tap_x, tap_w, r_lo, r_hi, weights, wc,
-                                   length, b_block, begin, d_flat, out, d_add, end)
-            for i in range(0 if direct else n_pixels):
-                at = out[i] + d_add
-                for c in range(n_c):
-                    d_flat[np.uint64(at + c * s_ch)] = acc[i * block + c]
+            for s in range(n_seg):
+                t_lo, t_hi = m_ranges[1, m_first + s // n_cc], m_ranges[2, m_first + s // n_cc]
+                u_lo, u_hi = q_ranges[1, q_first + s % n_cc], q_ranges[2, q_first + s % n_cc]
+                tiles = range(seg_tiles[s], seg_tiles[s + 1])
+                reads = t_lo < t_hi and u_lo < u_hi  # else only zeros (and no runs below)
+                if not reads:  # the bias alone
+                    for c in range(seg_tiles[s] * tile, seg_tiles[s + 1] * tile):
+                        acc[c] = b_block[c % block]
+                # the segment's runs: row taps t_lo to t_hi, each with runs a_lo to a_hi (their
+                # last: last_run) and their elements first_e to end_e (merged: the columns'
+                # channels); the runs of all row taps are contiguous when whole
+                a_lo, a_hi = (0, 1) if merged else (u_lo, u_hi)
+                first_e, end_e = (u_lo * cig, u_hi * cig) if merged else (0, span)
+                whole = a_lo == 0 and a_hi == per_row
+                last_run = (t_hi - 1) * per_row + a_hi - 1
+                begin = True
+                # a pass's weights stay in L1 while every tile uses them
+                for r_lo in range(0, n_taps, per_pass):
+                    r_hi = min(n_taps, r_lo + per_pass)
+                    for c0 in range(max(0, first_e - first_e % chunk), end_e, chunk):
+                        e_lo, e_hi = max(c0, first_e), min(c0 + chunk, end_e)
+                        for j in range(np.uint64(seg_tiles[s] * n_pix),
+                                       np.uint64(seg_tiles[s + 1] * n_pix)):
+                            xo[j] = base[j] + g * cig + e_lo
+                        wc = w0 + e_lo * block
+                        t = t_lo
+                        while t < t_hi:
+                            lo = max(r_lo, t * per_row + a_lo)
+                            hi = min(r_hi, t_hi * per_row if whole else t * per_row + a_hi)
+                            t = t_hi if whole else t + 1
+                            if lo >= hi:
+                                continue
+                            end = direct and hi == last_run + 1 and e_hi == end_e
+                            for t_i in tiles:
+                                ao, xs = t_i * tile, t_i * n_pix
+                                if CHECK_BOUNDS:
+                                    check_runs(acc, ao, flat, xo, xs, n_pix, tap_x, tap_w, lo,
+                                               hi, weights, wc, e_hi - e_lo, b_block, d_flat,
+                                               out, d_add, end, block, pair(block),
+                                               pair(block), block * pair(block))
+                                if block == 16:
+                                    _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights,
+                                            wc, e_hi - e_lo, b_block, begin, d_flat, out, d_add,
+                                            end)
+                                else:
+                                    _runs8(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights,
+                                           wc, e_hi - e_lo, b_block, begin, d_flat, out, d_add,
+                                           end)
+                            begin = False
+                if direct and reads:
+                    continue
+                # results not stored from the registers go from acc to dst
+                for j in range(seg_tiles[s] * n_pix, seg_tiles[s + 1] * n_pix):
+                    at = out[j] + d_add
+                    for c in range(n_c):
+                        d_flat[np.uint64(at + c * s_ch)] = acc[j * block + c]
