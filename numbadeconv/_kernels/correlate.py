@@ -288,6 +288,7 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     d_flat = dst.reshape(-1)
     _, d_cols, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
     acc = np.empty(d_cols, dst.dtype)  # a phase's row: at most a row of dst
+    inside = np.empty((2, toffs.shape[0]), np.int64)  # a column tap's pixels (toffs holds U)
     for job in range(first, last):
         n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
@@ -296,6 +297,8 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         col0 = phases[p, C0]
         step = ssw * n_ch
         xn = x[n]
+        for u in range(nu):  # source column of pixel q: q*ssw + toffs[tw + u] - left
+            inside[0, u], inside[1, u] = _inside(toffs[tw + u] - left, ssw, width, nq)
         for m in range(m_lo, m_hi):
             d_row = n * s_img + (phases[p, R0] + m * rs) * s_row + col0 * s_col
             for g in range(groups):
@@ -307,11 +310,10 @@ def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                         if r < 0 or r >= height:
                             continue
                         for u in range(nu):
-                            off = toffs[tw + u] - left  # source column of pixel q: q*ssw + off
-                            q_lo, q_hi = _inside(off, ssw, width, nq)
+                            q_lo, q_hi = inside[0, u], inside[1, u]
                             if q_lo == q_hi:
                                 continue
-                            o = (r * width + q_lo * ssw + off) * n_ch + g * cig
+                            o = (r * width + q_lo * ssw + toffs[tw + u] - left) * n_ch + g * cig
                             wb = ws + ((g * nt + t) * nu + u) * cig * cog + co
                             for ci in range(cig):
                                 _axpy(acc, q_lo, q_hi - q_lo, xn, o + ci, step,
