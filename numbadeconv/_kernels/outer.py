@@ -269,11 +269,13 @@ def _tap_ranges(toffs, at, n_taps, first, count, step, start, size, ranges):
     Tap ``k`` (offsets ``toffs[at:at + n_taps]``, ascending) of position ``i`` reads index
     ``i*step + toffs[at + k] - start`` of a source of ``size``: the taps that read inside are a
     range ``[lo, hi)``, which only moves down as ``i`` grows, so that positions with the same
-    range are consecutive. ``ranges`` ``[3, >= count + 1]``: fills ``ranges[0, c]`` with the
+    range are consecutive. ``ranges`` ``[3, >= count + 3]``: fills ``ranges[0, c]`` with the
     first position of the ``c``-th such run of positions (``ranges[0, n]`` one past the last),
-    ``ranges[1, c]`` and ``ranges[2, c]`` with its ``lo`` and ``hi``; returns the number ``n``.
+    ``ranges[1, c]`` and ``ranges[2, c]`` with its ``lo`` and ``hi``, and run ``n + 1`` with
+    all of them merged into one, reading the taps that any of them reads; returns ``n``.
     """
     n = 0
+    lo_all, hi_all = n_taps, 0
     for i in range(first, first + count):
         lo = 0
         while lo < n_taps and i * step + toffs[at + lo] - start < 0:
@@ -284,23 +286,12 @@ def _tap_ranges(toffs, at, n_taps, first, count, step, start, size, ranges):
         if n == 0 or lo != ranges[1, n - 1] or hi != ranges[2, n - 1]:
             ranges[0, n], ranges[1, n], ranges[2, n] = i, lo, hi
             n += 1
+        if lo < hi:
+            lo_all, hi_all = min(lo_all, lo), max(hi_all, hi)
     ranges[0, n] = first + count
+    ranges[0, n + 1], ranges[0, n + 2] = first, first + count
+    ranges[1, n + 1], ranges[2, n + 1] = lo_all, hi_all
     return n
-
-
-@kernel(internal=True)
-def _merged(ranges, n):
-    """Append the ``n`` runs of :func:`_tap_ranges` in ``ranges`` as one, as run ``n + 1``.
-
-    The merged run reads the taps that any of them reads; ``ranges`` needs ``n + 3`` columns.
-    """
-    lo, hi = 0, 0
-    for c in range(n):
-        if ranges[1, c] < ranges[2, c]:
-            lo, hi = (ranges[1, c], ranges[2, c]) if lo == hi else (min(lo, ranges[1, c]),
-                                                                  max(hi, ranges[2, c]))
-    ranges[0, n + 1], ranges[0, n + 2], ranges[1, n + 1], ranges[2, n + 1] = (
-        ranges[0, 0], ranges[0, n], lo, hi)
 
 
 @kernel(internal=True)
@@ -340,7 +331,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     # scratch for every job (a parallel launch runs each job in a call of its own: no scans)
     tap_x = np.empty(toffs.shape[0], np.int64)  # toffs holds every phase's T*U taps
     tap_w = np.empty_like(tap_x)
-    m_ranges = np.empty((3, meta[7] + 3), np.int64)  # see _tap_ranges and _merged
+    m_ranges = np.empty((3, meta[7] + 3), np.int64)  # see _tap_ranges
     q_ranges = np.empty((3, n_cols + 3), np.int64)
     for job in range(first, last):
         n_lo, n_hi, p, m_lo, m_hi, b_lo, b_hi = _outer_job(phases, meta, groups * blocks,
@@ -365,8 +356,6 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         n_cc = _tap_ranges(toffs, phases[p, TW], nu, np.int64(0), nq, ssw, left, width, q_ranges)
         # rows and columns split into those runs where that saves more work than the segments'
         # partial tiles cost, else kept as one run (reading the taps that any of them reads)
-        _merged(m_ranges, n_rc)
-        _merged(q_ranges, n_cc)
         least, best = -1, 0
         for option in range(4):  # split rows and columns, rows only, columns only, neither
             m_first, n_r = (0, n_rc) if option < 2 else (n_rc + 1, 1)
