@@ -137,8 +137,7 @@ def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int
         _launch(copies.pad_channels_first_serial, copy_threads, n * height,
                 a.transpose(0, 3, 1, 2), out, top, left)
     else:
-        _launch(copies.pad_serial, copy_threads, n * height, a.reshape(n, h, w * c), out, top,
-                left * c)
+        _launch(copies.pad_serial, copy_threads, n * height, a, out, top, left)
     return out
 
 
@@ -644,13 +643,12 @@ def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
         correlate_args = (types.Array(f, 3, "C"), types.Array(f, 1, "C"), types.Array(f, 4, "C"),
                           types.Array(i64, 2, "C"), ints, ints, types.Array(f, 1, "C"))
         grad_args = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"), ints)
-        pad_args = (types.Array(f, 3, "C"), types.Array(f, 3, "C"), i64, i64)
-        pad_nchw_args = (types.Array(f, 4, "C"), types.Array(f, 3, "C"), i64, i64)
+        pad_args = (types.Array(f, 4, "C"), types.Array(f, 3, "C"), i64, i64)  # both layouts
         pack_args = (types.Array(f, 1, "C"), ints, ints, types.Array(f, 1, "C"))
         for serial, args in [*((k, correlate_args) for k in _CORRELATE.values()),
                              (_filter_grad.filter_grad_serial, grad_args),
                              (copies.pad_serial, pad_args),
-                             (copies.pad_channels_first_serial, pad_nchw_args),
+                             (copies.pad_channels_first_serial, pad_args),
                              (copies.pack_serial, pack_args)]:
             serial.compile((*args, i64, i64))
             parallel.run_jobs.compile((i64, i64, types.BaseTuple.from_types(args)))

@@ -5,9 +5,10 @@ All run as jobs (``X_serial`` over jobs ``first`` to ``last``), spread over thre
 
 ``pad``: the zero-padded copy of an NHWC input that the outer, tiled and filter-gradient
 kernels read. ``out[n, i, j, c] = a[n, i - top, j - left, c]`` where that is inside ``a``, else
-0, for ``out`` ``[N, height, width*C]`` (last two axes merged) and ``a`` ``[N, H, W*C]``; ``top``
-and ``left`` are non-negative, and ``out`` may also crop ``a``. Job ``j`` writes row ``j`` of
-the ``N*height`` rows.
+0, for ``out`` ``[N, height, width*C]`` (last two axes merged) and ``a`` ``[N, H, W, C]``;
+``top`` and ``left`` are non-negative, and ``out`` may also crop ``a``. Job ``j`` writes row
+``j`` of the ``N*height`` rows. (Its arguments have the types of ``pad_channels_first``'s: one
+parallel launcher compiled for both.)
 
 ``pad_channels_first``: the same copy from an NCHW input ``a`` ``[N, C, H, W]`` (``left`` in
 pixels): the layout conversion of ``data_format="NCHW"`` and the padding in one pass. (NCHW
@@ -31,9 +32,11 @@ from .simd import CHECK_BOUNDS
 
 @kernel()
 def pad_serial(a, out, top, left, first, last):
-    n_ch_w = a.shape[2]  # W*C
+    n_ch_w = a.shape[2] * a.shape[3]  # W*C
     height = a.shape[1]
     row_len = out.shape[2]
+    left = left * a.shape[3]  # in elements (pixels x channels)
+    rows = a.reshape(a.shape[0], height, n_ch_w)
     for job in range(first, last):
         n = job // out.shape[1]
         i = job % out.shape[1]
@@ -43,8 +46,8 @@ def pad_serial(a, out, top, left, first, last):
             for k in range(row_len):
                 dst[k] = 0
             continue
-        src = a[n, r]
-        lo = min(row_len, left)  # ``left`` counts elements (pixels x channels)
+        src = rows[n, r]
+        lo = min(row_len, left)
         hi = min(row_len, lo + n_ch_w)
         for k in range(lo):
             dst[k] = 0
