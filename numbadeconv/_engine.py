@@ -400,11 +400,14 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> 
                              stride, n * oh * ow * n_out * fh * fw * cig, w5.size)
 
 
-def _packed_size(pack: tuple[np.ndarray, np.ndarray]) -> int:
-    """Elements of the outer kernel's packed filters ``[G, blocks, taps, cig, B]``."""
+def _pack_shape(pack: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
+    """The outer kernel's packed filters ``[G, blocks, taps, cig, B]`` as (packs, elements each).
+
+    A pack is the ``[cig, B]`` weights of one (group, block, tap): a job of ``copies.pack``.
+    """
     bases, pack_meta = pack
     cig, _, groups, blocks, block = (int(v) for v in pack_meta[:5])
-    return groups * blocks * len(bases) * cig * block
+    return groups * blocks * len(bases), cig * block
 
 
 @functools.lru_cache(maxsize=512)
@@ -429,8 +432,9 @@ def _blocked_meta(plan: CorrelationPlan, threads: int,
         # filters, 2 MB of source; 0.88 of the time of 128-pixel jobs)
         q_max = int(plan.phases[:, correlate.Q].max())
         taps = int((plan.phases[:, correlate.T] * plan.phases[:, correlate.U]).max())
+        n_packs, pack_size = _pack_shape(plan.pack)
         height, width = plan.frame[2:] if plan.frame else plan.meta[18:20]
-        if _packed_size(plan.pack) > n_images * int(height) * int(width) * int(plan.meta[0]):
+        if n_packs * pack_size > n_images * int(height) * int(width) * int(plan.meta[0]):
             pixels = n_images * m_max * q_max
         else:
             pixels = max(OUTER_JOB_PIXELS,
@@ -476,8 +480,8 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
     meta, n_jobs = _blocked_meta(plan, threads, channels_first)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
-        weights = np.empty(_packed_size(plan.pack), w.dtype)
-        n_packs = weights.size // int(pack_meta[0] * pack_meta[4])  # of cig x B
+        n_packs, pack_size = _pack_shape(plan.pack)
+        weights = np.empty(n_packs * pack_size, w.dtype)
         _launch(copies.pack_serial, _threads_for(threads, weights.size, PARALLEL_MIN_COPY),
                 n_packs, w.ravel(), bases, pack_meta, weights)
     elif plan.weight_index is None:
