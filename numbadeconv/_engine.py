@@ -427,14 +427,16 @@ def _blocked_meta(plan: CorrelationPlan, threads: int,
         groups, block = int(plan.meta[5]), int(plan.meta[17])
         blocks = groups * -(-plan.out_shape[3] // groups // block)
         # pixels per job (rows, then images), then split the channel blocks if that leaves too
-        # few jobs; where the packed filters outweigh the source, all of a phase's pixels, so
-        # that each block's weights come from memory once per call (DCGAN 8x8x512: 13 MB of
-        # filters, 2 MB of source; 0.88 of the time of 128-pixel jobs)
+        # few jobs; where the packed filters outweigh the source and the phases' blocks are
+        # enough jobs, all of a phase's pixels, so that each block's weights come from memory
+        # once per call (DCGAN 8x8x512: 13 MB of filters, 2 MB of source; 0.88 of the time of
+        # 128-pixel jobs)
         q_max = int(plan.phases[:, correlate.Q].max())
         taps = int((plan.phases[:, correlate.T] * plan.phases[:, correlate.U]).max())
         n_packs, pack_size = _pack_shape(plan.pack)
         height, width = plan.frame[2:] if plan.frame else plan.meta[18:20]
-        if n_packs * pack_size > n_images * int(height) * int(width) * int(plan.meta[0]):
+        if (n_packs * pack_size > n_images * int(height) * int(width) * int(plan.meta[0])
+                and n_phases * blocks >= wanted):
             pixels = n_images * m_max * q_max
         else:
             pixels = max(OUTER_JOB_PIXELS,
