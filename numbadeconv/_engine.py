@@ -406,7 +406,7 @@ def _pack_shape(pack: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
     A pack is the ``[cig, B]`` weights of one (group, block, tap): a job of ``copies.pack``.
     """
     bases, pack_meta = pack
-    cig, _, groups, blocks, block = (int(v) for v in pack_meta[:5])
+    cig, _, groups, blocks, block = pack_meta[:5].tolist()
     return groups * blocks * len(bases), cig * block
 
 

@@ -471,7 +471,7 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             and (m + rows - 1) * ssh + toffs[th + nt - 1] - top < height):
                         n_rows = rows
                         break
-            n_taps = np.int64(0)
+            n_taps = np.int64(0)  # np.int64: as qa above
             for h in range(n_rows):
                 n_taps = 0
                 for t in range(nt):
