@@ -549,8 +549,9 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     frame = _frame(x_shape, pad[0], pad[1], (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
                    (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
     cog = n_out // groups
-    blocks = -(-cog // _filter_grad.BLOCK)
-    padded_groups = cog % _filter_grad.BLOCK != 0
+    block = _filter_grad.block_width(cog)
+    blocks = -(-cog // block)
+    padded_groups = cog % block != 0
     n_rows = n * oh
     jobs = fh * groups
     slabs = 1
@@ -562,9 +563,9 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
         slabs = min(n_rows, slabs)
     rows_per_slab = -(-n_rows // slabs)
     slabs = -(-n_rows // rows_per_slab)
-    d_g = blocks * _filter_grad.BLOCK if padded_groups else cog
+    d_g = blocks * block if padded_groups else cog
     meta = np.array((c, stride[0], stride[1], dilation[0], dilation[1], groups, rows_per_slab,
-                     d_g), np.int64)
+                     d_g, block), np.int64)
     return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs * jobs, padded_groups)
 
 

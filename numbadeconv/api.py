@@ -45,7 +45,7 @@ def _finish(out: np.ndarray, result_dtype: np.dtype, nhwc: bool) -> np.ndarray:
     """
     if not nhwc:
         out = out.transpose(0, 3, 1, 2)
-    return out.astype(result_dtype, copy=False)
+    return out if out.dtype == result_dtype else out.astype(result_dtype)
 
 
 def _nhwc(shape, nhwc: bool) -> tuple[int, int, int, int]:

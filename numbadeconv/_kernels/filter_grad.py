@@ -8,28 +8,35 @@
 
 ``src`` is the zero-padded NHWC input with its last two axes merged (``[N, Hs, Ws*C]``), ``dy`` the
 output gradient ``[N, OH, OW, Cd]`` whose group ``g`` starts at channel ``g*d_g`` (``dy`` itself,
-``d_g = cog``, or a copy whose groups are padded with zero channels to whole blocks of 16),
-``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g]``. Each job owns one slab
+``d_g = cog``, or a copy whose groups are padded with zero channels to whole blocks),
+``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g, block]``. Each job owns one slab
 ``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one row of taps ``kh`` and one
 group, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``: threads never share
 an output element, and the caller sums the slabs.
 
 It is the outer-product kernel's micro-kernel (:mod:`.outer`) with the roles exchanged: a tile is
-a few (column tap, input channel) pairs x a block of 16 output channels in vector registers (the
-taps of a row read the same source rows, and few input channels still fill the tiles), reduced
-over the pixels of every row of the slab (a row is a run: ``sw*C`` elements between its pixels
-in ``src``, ``Cd`` in ``dy``), a pass of rows at a time so that their rows of ``src`` and ``dy``
-stay in cache while every tile and every block of output channels reads them.
+a few (column tap, input channel) pairs x a block of ``block`` (16 or 8, :func:`block_width`)
+output channels in vector registers (the taps of a row read the same source rows, and few input
+channels still fill the tiles), reduced over the pixels of every row of the slab (a row is a
+run: ``sw*C`` elements between its pixels in ``src``, ``Cd`` in ``dy``), a pass of rows at a
+time so that their rows of ``src`` and ``dy`` stay in cache while every tile and every block of
+output channels reads them.
 """
 
 import numpy as np
 
 from .._jit import kernel
-from .outer import check_runs, runs16_strided, tile_pixels
+from .outer import check_runs, runs8_strided, runs16_strided, tile_pixels
 from .simd import CHECK_BOUNDS
 
-#: Output channels per block.
-BLOCK = 16
+
+def block_width(cog: int) -> int:
+    """Output channels per block for ``cog`` per group: 8 where that pads fewer than 16 would.
+
+    The tiles of either hold as many products (6 pairs x 16 channels or 12 x 8, float32), so
+    the one with fewer padding channels does less work (8 output channels: half as much).
+    """
+    return 8 if -(-cog // 8) * 8 < -(-cog // 16) * 16 else 16
 
 #: Pixels per pass: their rows of src and dy (16 KiB of dy per block of output channels, in
 #: float32) stay in cache for every tile and block.
@@ -40,13 +47,14 @@ PASS_PIXELS = 256
 def filter_grad_serial(src, dy, out, meta, first, last):
     n_ch, sh, sw, dh, dw, groups, rows_per_slab, d_g = (meta[0], meta[1], meta[2], meta[3],
                                                         meta[4], meta[5], meta[6], meta[7])
+    block = meta[8]
     _, fh, fw, cig, n_out = out.shape
     n_images, n_oh, n_ow, d_ch = dy.shape
     cog = n_out // groups
-    blocks = -(-cog // BLOCK)
-    n_pix = tile_pixels(BLOCK, out.itemsize)  # (column tap, input channel) pairs per tile
+    blocks = -(-cog // block)
+    n_pix = tile_pixels(block, out.itemsize, 1)  # (column tap, input channel) pairs per tile
     n_tiles = -(-fw * cig // n_pix)
-    tile = n_pix * BLOCK
+    tile = n_pix * block
     x_flat, d_flat, o_flat = src.reshape(-1), dy.reshape(-1), out.reshape(-1)
     # the tiles' (column tap kw, input channel ci) pairs i = kw*cig + ci (the last tile repeats
     # the last one): their offsets from a pixel's first source element, and their rows in out
@@ -56,7 +64,7 @@ def filter_grad_serial(src, dy, out, meta, first, last):
         k = min(i, fw * cig - 1)
         xo[i] = k // cig * dw * n_ch + k % cig
         ci_out[i] = k * n_out
-    zeros = np.zeros(BLOCK, out.dtype)
+    zeros = np.zeros(block, out.dtype)
     acc = np.empty(blocks * n_tiles * tile, out.dtype)
     runs_x = np.empty(rows_per_slab, np.int64)
     runs_w = np.empty(rows_per_slab, np.int64)
@@ -78,19 +86,24 @@ def filter_grad_serial(src, dy, out, meta, first, last):
             for t in range(n_tiles):
                 for b in range(blocks):
                     ao = (b * n_tiles + t) * tile
-                    d_add = tap_out + b * BLOCK
+                    d_add = tap_out + b * block
                     # whole blocks go from the registers to out
-                    end = cog - b * BLOCK >= BLOCK and r_hi == n_rows
+                    end = cog - b * block >= block and r_hi == n_rows
                     if CHECK_BOUNDS:
                         check_runs(acc, ao, x_flat, xo, t * n_pix, n_pix, runs_x, runs_w, r_lo,
-                                   r_hi, d_flat, b * BLOCK, n_ow, zeros, o_flat, ci_out, d_add,
-                                   end, BLOCK, 1, sw * n_ch, d_ch)
-                    runs16_strided(acc, ao, x_flat, xo, t * n_pix, runs_x, runs_w, r_lo, r_hi,
-                                   d_flat, b * BLOCK, n_ow, zeros, r_lo == 0, o_flat, ci_out,
-                                   d_add, end, sw * n_ch, d_ch)
-        if cog % BLOCK:  # the last block is partial: from acc
+                                   r_hi, d_flat, b * block, n_ow, zeros, o_flat, ci_out, d_add,
+                                   end, block, 1, sw * n_ch, d_ch)
+                    if block == 16:
+                        runs16_strided(acc, ao, x_flat, xo, t * n_pix, runs_x, runs_w, r_lo,
+                                       r_hi, d_flat, b * block, n_ow, zeros, r_lo == 0, o_flat,
+                                       ci_out, d_add, end, sw * n_ch, d_ch)
+                    else:
+                        runs8_strided(acc, ao, x_flat, xo, t * n_pix, runs_x, runs_w, r_lo,
+                                      r_hi, d_flat, b * block, n_ow, zeros, r_lo == 0, o_flat,
+                                      ci_out, d_add, end, sw * n_ch, d_ch)
+        if cog % block:  # the last block is partial: from acc
             b = blocks - 1
             for k in range(fw * cig):
-                at = (b * n_tiles * n_pix + k) * BLOCK
-                for c in range(cog - b * BLOCK):
-                    o_flat[tap_out + b * BLOCK + k * n_out + c] = acc[at + c]
+                at = (b * n_tiles * n_pix + k) * block
+                for c in range(cog - b * block):
+                    o_flat[tap_out + b * block + k * n_out + c] = acc[at + c]

@@ -77,13 +77,13 @@ def pair(block):
 
 
 @register_jitable
-def tile_pixels(block, itemsize):
-    """Pixels per tile of ``block`` channels of ``itemsize`` bytes.
+def tile_pixels(block, itemsize, n_pair):
+    """Pixels per tile of ``block`` channels of ``itemsize`` bytes, ``n_pair`` elements each.
 
     As many as the vector registers hold beside the block's weight vectors and a broadcast, at
-    most MAX_PIXELS.
+    most MAX_PIXELS. ``n_pair``: :func:`pair` of the block, or 1 for strided runs.
     """
-    n_vec = block * pair(block) * itemsize // simd.VECTOR_BYTES
+    n_vec = block * n_pair * itemsize // simd.VECTOR_BYTES
     return min(MAX_PIXELS, (REGISTERS - 1 - n_vec) // n_vec)
 
 
@@ -102,12 +102,10 @@ def _outer_runs(block: int, strided: bool = False):
     offsets. With ``first`` the tile starts from the bias ``b[:B]`` instead of ``acc``; with
     ``direct`` it ends in ``dst[out[xs + p] + d_add:]`` instead of ``acc``. ``strided``: ``run``
     takes two more arguments, ``x_step`` and ``w_step``, and element ``k`` of a run is at
-    ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (blocks of 16 only: no pairs). All offsets
+    ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (single elements, no pairs). All offsets
     are in bounds.
     """
-    if strided and pair(block) != 1:  # tile_pixels sizes the tiles of paired blocks
-        raise ValueError(f"strided runs need a block of single elements, not {block}")
-    n_pair = pair(block)
+    n_pair = 1 if strided else pair(block)
 
     def codegen(context, builder, signature, args):
         (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
@@ -117,7 +115,7 @@ def _outer_runs(block: int, strided: bool = False):
         lanes = v.lanes
         n_out = block // lanes  # vectors of a pixel's channels in acc, b and dst
         n_vec = n_out * n_pair  # ... and in registers
-        n_pix = tile_pixels(block, simd.VECTOR_BYTES // lanes)
+        n_pix = tile_pixels(block, simd.VECTOR_BYTES // lanes, n_pair)
         acc_p = v.at(v.data(acc_a, arg[0]), ao_v)
         x_p = v.data(x_a, arg[2])
         xo_p = v.at(v.data(xo_a, arg[3]), xs_v)
@@ -212,8 +210,9 @@ def _outer_runs(block: int, strided: bool = False):
 
 _runs16 = _outer_runs(16)
 _runs8 = _outer_runs(8)
-#: Blocks of 16 channels over runs of any steps (the filter gradient's).
+#: Blocks of 16 and of 8 channels over runs of any steps (the filter gradient's), no pairs.
 runs16_strided = _outer_runs(16, strided=True)
+runs8_strided = _outer_runs(8, strided=True)
 
 
 @kernel(internal=True)
@@ -317,7 +316,7 @@ def _segments_cost(m_ranges, m_first, n_rc, q_ranges, q_first, n_cc, images, n_p
 def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     flat = src.reshape(-1)
     block = meta[17]
-    n_pix = tile_pixels(block, dst.itemsize)
+    n_pix = tile_pixels(block, dst.itemsize, pair(block))
     tile = n_pix * block
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     w_block, w_group = meta[8], meta[9]
