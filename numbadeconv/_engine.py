@@ -549,7 +549,7 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     frame = _frame(x_shape, pad[0], pad[1], (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
                    (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
     cog = n_out // groups
-    block = _filter_grad.block_width(cog)
+    block = outer.block_width(cig, cog, paired=False)
     blocks = -(-cog // block)
     padded_groups = cog % block != 0
     n_rows = n * oh

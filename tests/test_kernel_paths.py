@@ -30,7 +30,8 @@ CASES = {
     "tiled, explicit asymmetric": ((1, 16, 16, 70), (4, 4, 70, 65), 2,
                                    [[0, 0], [1, 2], [2, 0], [0, 0]], 1),
     "tiled, grouped in place": ((1, 17, 17, 130), (7, 7, 65, 128), 3, "SAME", 1),
-    "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),
+    "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),  # 5 x 8
+    "outer, partial block of 16": ((2, 7, 11, 20), (3, 3, 20, 44), 1, "SAME", 1),  # 3 x 16
     "outer, grouped, strided": ((1, 13, 14, 48), (3, 3, 16, 60), 2, "SAME", 1),
     "outer, few input channels": ((2, 9, 9, 3), (3, 3, 3, 20), 2, "SAME", 1),
     "outer, blocks of 8": ((2, 9, 10, 6), (3, 3, 6, 8), 2, "SAME", 1),

@@ -15,12 +15,12 @@ group, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``: threa
 an output element, and the caller sums the slabs.
 
 It is the outer-product kernel's micro-kernel (:mod:`.outer`) with the roles exchanged: a tile is
-a few (column tap, input channel) pairs x a block of ``block`` (16 or 8, :func:`block_width`)
-output channels in vector registers (the taps of a row read the same source rows, and few input
-channels still fill the tiles), reduced over the pixels of every row of the slab (a row is a
-run: ``sw*C`` elements between its pixels in ``src``, ``Cd`` in ``dy``), a pass of rows at a
-time so that their rows of ``src`` and ``dy`` stay in cache while every tile and every block of
-output channels reads them.
+a few (column tap, input channel) pairs x a block of ``block`` output channels (16, or 8 where
+that pads fewer: :func:`.outer.block_width`, unpaired) in vector registers (the taps of a row
+read the same source rows, and few input channels still fill the tiles), reduced over the pixels
+of every row of the slab (a row is a run: ``sw*C`` elements between its pixels in ``src``,
+``Cd`` in ``dy``), a pass of rows at a time so that their rows of ``src`` and ``dy`` stay in
+cache while every tile and every block of output channels reads them.
 """
 
 import numpy as np
@@ -28,15 +28,6 @@ import numpy as np
 from .._jit import kernel
 from .outer import check_runs, runs8_strided, runs16_strided, tile_pixels
 from .simd import CHECK_BOUNDS
-
-
-def block_width(cog: int) -> int:
-    """Output channels per block for ``cog`` per group: 8 where that pads fewer than 16 would.
-
-    The tiles of either hold as many products (6 pairs x 16 channels or 12 x 8, float32), so
-    the one with fewer padding channels does less work (8 output channels: half as much).
-    """
-    return 8 if -(-cog // 8) * 8 < -(-cog // 16) * 16 else 16
 
 #: Pixels per pass: their rows of src and dy (16 KiB of dy per block of output channels, in
 #: float32) stay in cache for every tile and block.
