@@ -25,12 +25,13 @@ from . import api
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark case: ``op`` is "conv2d" or "conv2d_transpose" (TensorFlow semantics).
+    """One benchmark case: ``op`` is "conv2d", "conv2d_transpose" or "conv2d_backprop_filter".
 
-    ``x_shape`` is the convolution's input (NHWC), ``kernel`` the filter in ``conv2d``'s layout
-    ``[fh, fw, in, out]``; for a transpose the operation maps ``conv2d``'s output back to
-    ``x_shape``. With ``groups`` > 1 the convolution is grouped as in TensorFlow's ``conv2d``
-    (whose input channel count is then a multiple of ``filters.shape[2]``): ``kernel[2]`` is
+    TensorFlow semantics. ``x_shape`` is the convolution's input (NHWC), ``kernel`` the filter in
+    ``conv2d``'s layout ``[fh, fw, in, out]``; a transpose maps ``conv2d``'s output back to
+    ``x_shape``, a filter gradient takes the input and the gradient of ``conv2d``'s output.
+    With ``groups`` > 1 the convolution is grouped as in TensorFlow's ``conv2d`` (whose input
+    channel count is then a multiple of ``filters.shape[2]``): ``kernel[2]`` is
     ``x_shape[3] / groups``, the input channels of one group, and ``kernel[3]`` (a multiple of
     ``groups``) all the output channels; ``groups == x_shape[3]`` with ``kernel[2] == 1`` is a
     depthwise convolution. numbadeconv infers the groups from the shapes.
@@ -69,10 +70,15 @@ class Case:
         return 2 * n * h * w * c * fh * fw * c_in
 
     def inputs(self, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(operand, filters) of the operation, random, in ``dtype``."""
+        """(operand, filters) of the operation, random, in ``dtype``.
+
+        For a filter gradient: (input, out_backprop).
+        """
         rng = np.random.default_rng(seed)
-        shape = self.x_shape if self.op == "conv2d" else self.y_shape
+        shape = self.y_shape if self.op == "conv2d_transpose" else self.x_shape
         operand = rng.standard_normal(shape).astype(self.dtype)
+        if self.op == "conv2d_backprop_filter":
+            return operand, rng.standard_normal(self.y_shape).astype(self.dtype)
         filters = (rng.standard_normal(self.kernel) / np.sqrt(np.prod(self.kernel[:3])))
         return operand, filters.astype(self.dtype)
 
@@ -112,6 +118,13 @@ CASES = [
          quick=True),
     Case("small decoder 32x32x16->64x64x8 k4s2 b4", "conv2d_transpose", (4, 64, 64, 8),
          (4, 4, 8, 16), 2, "SAME"),
+    # filter gradients (training), of a channel-rich and a few-channel layer above
+    Case("filter gradient ResNet 3x3 56x56x64 b8", "conv2d_backprop_filter", (8, 56, 56, 64),
+         (3, 3, 64, 64), 1, "SAME", quick=True),
+    Case("filter gradient DCGAN 32x32x128->16x16x256 b16", "conv2d_backprop_filter",
+         (16, 32, 32, 128), (5, 5, 128, 256), 2, "SAME"),
+    Case("filter gradient few channels 3x3 64x64x8 b4", "conv2d_backprop_filter", (4, 64, 64, 8),
+         (3, 3, 8, 8), 1, "SAME"),
 ]
 
 
@@ -120,6 +133,9 @@ def run_numbadeconv(case: Case, threads: int | None = None) -> Callable[[], obje
     operand, filters = case.inputs()
     if case.op == "conv2d":
         return lambda: api.conv2d(operand, filters, case.stride, case.padding, threads=threads)
+    if case.op == "conv2d_backprop_filter":
+        return lambda: api.conv2d_backprop_filter(operand, case.kernel, filters, case.stride,
+                                                  case.padding, threads=threads)
     return lambda: api.conv2d_transpose(operand, filters, case.x_shape, case.stride, case.padding,
                                         threads=threads)
 
@@ -155,9 +171,18 @@ def run_torch(case: Case, threads: int | None = None) -> Callable[[], object]:
     operand, filters = case.inputs()
     x = torch.from_numpy(operand).permute(0, 3, 1, 2).contiguous(
         memory_format=torch.channels_last)
+    pads, extra = _torch_padding(case)
+    if case.op == "conv2d_backprop_filter":  # what autograd runs for the weight's gradient
+        dy = torch.from_numpy(filters).permute(0, 3, 1, 2).contiguous(
+            memory_format=torch.channels_last)
+        fh, fw, c_in, c_out = case.kernel
+        w = torch.empty((c_out, c_in, fh, fw)).contiguous(memory_format=torch.channels_last)
+        stride = (case.stride, case.stride)
+        return lambda: torch.ops.aten.convolution_backward(
+            dy, x, w, None, stride, pads, (1, 1), False, (0, 0), case.groups,
+            (False, False, True))[1]
     # [out, in/groups, kh, kw]
     w = torch.from_numpy(np.ascontiguousarray(filters.transpose(3, 2, 0, 1)))
-    pads, extra = _torch_padding(case)
     if case.op == "conv2d":  # symmetric max(before, after): the same output size here
         w = w.contiguous(memory_format=torch.channels_last)
         return lambda: torch.nn.functional.conv2d(x, w, stride=case.stride, padding=pads,
@@ -173,17 +198,23 @@ def run_tensorflow(case: Case, threads: int | None = None) -> Callable[[], objec
     """``case`` with ``tf.nn`` (eager; TensorFlow's default CPU path).
 
     Depthwise convolutions use ``tf.nn.depthwise_conv2d``, other grouped ones ``tf.nn.conv2d``
-    (which runs them on the CPU); grouped transposes raise NotImplementedError.
+    (which runs them on the CPU); grouped transposes and filter gradients raise
+    NotImplementedError.
     """
     if case.groups > 1 and case.op != "conv2d":
         raise NotImplementedError(
-            "TensorFlow's CPU Conv2DBackpropInput rejects grouped filters (\"Gradients for "
+            "TensorFlow's CPU Conv2DBackprop ops reject grouped filters (\"Gradients for "
             "grouped convolutions are not supported on CPU\")")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     operand, filters = case.inputs()
     x = tf.constant(operand)
+    if case.op == "conv2d_backprop_filter":
+        dy = tf.constant(filters)
+        return lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=case.kernel, out_backprop=dy,
+            strides=[1, case.stride, case.stride, 1], padding=case.padding).numpy()
     if case.depthwise:  # [fh, fw, 1, C * mult] -> [fh, fw, C, mult]: the same channel order
         fh, fw, _, c_out = case.kernel
         w = tf.constant(filters.reshape(fh, fw, case.groups, c_out // case.groups))
@@ -217,6 +248,9 @@ def run_jax(case: Case, threads: int | None = None) -> Callable[[], object]:
 
     if case.op == "conv2d":
         f = jax.jit(conv)
+    elif case.op == "conv2d_backprop_filter":
+        w0 = jax.numpy.zeros(case.kernel, case.dtype)
+        f = jax.jit(lambda x, dy: jax.vjp(lambda w: conv(x, w), w0)[1](dy)[0])
     else:
         x0 = jax.numpy.zeros(case.x_shape, case.dtype)
         f = jax.jit(lambda y, w: jax.vjp(lambda x: conv(x, w), x0)[1](y)[0])
@@ -260,13 +294,33 @@ def numpy_im2col_conv(x, w, stride, padding):
     return out
 
 
+def numpy_im2col_filter_grad(x, dy, kernel, stride, padding):
+    """NumPy peer: the filter gradient as one GEMM per tap (window^T @ dy)."""
+    from .sizes import window
+
+    n, h, wd, c = x.shape
+    fh, fw = kernel
+    _, oh, ow, c_out = dy.shape
+    _, pt, pb = window(h, fh, stride, padding)
+    _, pl, pr = window(wd, fw, stride, padding)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    d = dy.reshape(-1, c_out)
+    out = np.empty((fh, fw, c, c_out), x.dtype)
+    for kh in range(fh):
+        for kw in range(fw):
+            out[kh, kw] = xp[:, kh:kh + (oh - 1) * stride + 1:stride,
+                             kw:kw + (ow - 1) * stride + 1:stride].reshape(-1, c).T @ d
+    return out
+
+
 def numpy_grouped(func: Callable[..., np.ndarray], operand: np.ndarray, filters: np.ndarray,
                   groups: int, *args) -> np.ndarray:
     """``func(operand, filters, *args)`` (an im2col peer above) one group at a time.
 
     Group ``g`` reads the ``g``-th of ``groups`` equal slices of the operand's channels (conv2d's
     input, or the transpose's input: conv2d's output) and of the filters' output channels (axis
-    3); the results are concatenated along the channels. ``args`` are the per-group ones.
+    3; for the filter gradient, of ``dy``'s channels); the results are concatenated along the
+    channels. ``args`` are the per-group ones.
     """
     if groups == 1:
         return func(operand, filters, *args)
@@ -282,6 +336,9 @@ def run_numpy(case: Case, threads: int | None = None) -> Callable[[], object]:
     if case.op == "conv2d":
         return lambda: numpy_grouped(numpy_im2col_conv, operand, filters, case.groups,
                                      case.stride, case.padding)
+    if case.op == "conv2d_backprop_filter":  # filters: dy, whose channels split by group too
+        return lambda: numpy_grouped(numpy_im2col_filter_grad, operand, filters, case.groups,
+                                     case.kernel[:2], case.stride, case.padding)
     group_x_shape = (*case.x_shape[:3], case.kernel[2])
     return lambda: numpy_grouped(numpy_im2col_transpose, operand, filters, case.groups,
                                  group_x_shape, case.stride, case.padding)
