@@ -59,6 +59,10 @@ OUTER_MIN_MACS_PER_WEIGHT = 64
 #: contiguous and at least this long.
 IN_PLACE_MIN_SPAN = 64
 
+#: A filter-gradient job whose accumulators take more bytes than this (the L2 cache) runs long
+#: passes over copies of its pixels (:data:`._kernels.filter_grad.LONG_PASS_PIXELS`).
+FILTER_GRAD_ACC_BYTES = 1024 * 1024
+
 #: At most this many channels in all (in x out per group, times groups), one input or one output
 #: channel per group, use the row-wise kernel.
 ROWWISE_MAX_CHANNELS = 4
@@ -565,7 +569,7 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     slabs = -(-n_rows // rows_per_slab)
     d_g = blocks * block if padded_groups else cog
     meta = np.array((c, stride[0], stride[1], dilation[0], dilation[1], groups, rows_per_slab,
-                     d_g, block), np.int64)
+                     d_g, block, FILTER_GRAD_ACC_BYTES), np.int64)
     return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs * jobs, padded_groups)
 
 

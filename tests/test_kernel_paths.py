@@ -116,6 +116,31 @@ def test_float32_matches_reference(name, mode):
     _check_every_op(name, np.float32, mode, 1e-4, 1e-3)
 
 
+@pytest.fixture
+def copied_pixels(monkeypatch):
+    """Every filter-gradient job runs the long passes over copies of its pixels (large layers)."""
+    monkeypatch.setattr(_engine, "FILTER_GRAD_ACC_BYTES", -1)
+    _engine.plan_filter_grad.cache_clear()
+    yield
+    _engine.plan_filter_grad.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(CASES))
+def test_filter_grad_over_copied_pixels(name, dtype, mode, copied_pixels):
+    x_shape, w_shape, stride, padding, dilation = CASES[name]
+    rng = np.random.default_rng(len(name))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    y_shape = nd.conv2d(x, np.zeros(w_shape, dtype), stride, padding, dilations=dilation).shape
+    dy = rng.standard_normal(y_shape).astype(dtype)
+    dw = nd.conv2d_backprop_filter(x, w_shape, dy, stride, padding, dilations=dilation,
+                                   threads=min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS))
+    tol = 1e-10 if dtype == np.float64 else 1e-3
+    np.testing.assert_allclose(
+        dw, reference_conv2d_backprop_filter(x, w_shape, dy, stride, padding,
+                                             dilations=dilation), rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("cin", [24, 160])
 def test_outer_bias_where_only_padding_is_read(cin, mode):
     # output rows and columns that read zero padding only hold the bias (NCHW: through acc)

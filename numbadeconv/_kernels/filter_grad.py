@@ -9,10 +9,10 @@
 ``src`` is the zero-padded NHWC input with its last two axes merged (``[N, Hs, Ws*C]``), ``dy`` the
 output gradient ``[N, OH, OW, Cd]`` whose group ``g`` starts at channel ``g*d_g`` (``dy`` itself,
 ``d_g = cog``, or a copy whose groups are padded with zero channels to whole blocks),
-``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g, block]``. Each job owns one slab
-``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one row of taps ``kh`` and one
-group, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``: threads never share
-an output element, and the caller sums the slabs.
+``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g, block, acc_bytes]``. Each
+job owns one slab ``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one row of
+taps ``kh`` and one group, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``:
+threads never share an output element, and the caller sums the slabs.
 
 It is the outer-product kernel's micro-kernel (:mod:`.outer`) with the roles exchanged: a tile is
 a few (column tap, input channel) pairs x a block of ``block`` output channels (16, or 8 where
@@ -36,10 +36,12 @@ from .simd import CHECK_BOUNDS
 #: float64, DCGAN 8x8 and 16x16, ResNet), 16 up to 1.18x more ...
 PASS_PIXELS = 32
 
-#: ... unless a job's accumulators (every tile x block, reloaded by every pass) outgrow this
-#: (the L2 cache): then passes of LONG_PASS_PIXELS (32 took 1.09x and 1.45x the time of 256 for
-#: U-Net, 4 MiB of accumulators, and DCGAN 4x4x1024, 10 MiB).
-ACC_CACHE_BYTES = 1024 * 1024
+#: ... unless a job's accumulators (every tile x block, reloaded by every pass) outgrow
+#: ``meta[9]`` bytes (the L2 cache): then passes of LONG_PASS_PIXELS (32 took 1.09x and 1.45x
+#: the time of 256 for U-Net, 4 MiB of accumulators, and DCGAN 4x4x1024, 10 MiB), whose pixels
+#: of src and dy are first copied next to each other, as many tiles and blocks read each of them
+#: (0.58-0.59 of the time for U-Net, DCGAN 4x4 and 8x8; where the tiles or blocks are few, the
+#: copies cost more than they save: 2-3.7x for the few-channel layers).
 LONG_PASS_PIXELS = 256
 
 
@@ -68,8 +70,17 @@ def filter_grad_serial(src, dy, out, meta, first, last):
     acc = np.empty(blocks * n_tiles * tile, out.dtype)
     runs_x = np.empty(rows_per_slab, np.int64)
     runs_w = np.empty(rows_per_slab, np.int64)
-    long = blocks * n_tiles * tile * out.itemsize > ACC_CACHE_BYTES
+    long = blocks * n_tiles * tile * out.itemsize > meta[9]
     per_pass = max(1, (LONG_PASS_PIXELS if long else PASS_PIXELS) // n_ow)
+    # long passes: their pixels' pairs [tiles, pixels, n_pix] and dy [blocks, pixels, block],
+    # copied; xo_pack: the pairs' offsets there
+    p_max = per_pass * n_ow if long else 0
+    x_pack = np.empty(n_tiles * p_max * n_pix, out.dtype)
+    d_pack = np.empty(blocks * p_max * block, out.dtype)
+    xo_pack = np.empty(n_tiles * n_pix, np.int64)
+    for i in range(n_tiles * n_pix):
+        xo_pack[i] = (i // n_pix * p_max) * n_pix + i % n_pix
+    one_run = np.zeros(1, np.int64)
     for job in range(first, last):
         g = job % groups
         kh = job // groups % fh
@@ -84,6 +95,25 @@ def filter_grad_serial(src, dy, out, meta, first, last):
         # a pass's rows of dy and src stay in cache while every tile and block uses them
         for r_lo in range(0, n_rows, per_pass):
             r_hi = min(n_rows, r_lo + per_pass)
+            # the micro-kernel's operands: the pass's rows in place (a run each), or copied (one)
+            x, x_off, rx, rw, r0, r1, w = x_flat, xo, runs_x, runs_w, r_lo, r_hi, d_flat
+            span, x_step, w_step, w_block = n_ow, sw * n_ch, d_ch, block
+            if long:
+                for r in range(r_lo, r_hi):
+                    for q in range(n_ow):
+                        p = (r - r_lo) * n_ow + q
+                        at = runs_x[r] + q * sw * n_ch
+                        for i in range(np.uint64(n_tiles * n_pix)):
+                            x_pack[np.uint64(xo_pack[i] + p * n_pix)] = x_flat[
+                                np.uint64(at + xo[i])]
+                        at = runs_w[r] + q * d_ch
+                        for b in range(blocks):
+                            to = np.uint64((b * p_max + p) * block)
+                            fr = np.uint64(at + b * block)
+                            for c in range(np.uint64(block)):
+                                d_pack[to + c] = d_flat[fr + c]
+                x, x_off, rx, rw, r0, r1, w = x_pack, xo_pack, one_run, one_run, 0, 1, d_pack
+                span, x_step, w_step, w_block = (r_hi - r_lo) * n_ow, n_pix, block, p_max * block
             for t in range(n_tiles):
                 for b in range(blocks):
                     ao = (b * n_tiles + t) * tile
@@ -91,17 +121,17 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                     # whole blocks go from the registers to out
                     end = cog - b * block >= block and r_hi == n_rows
                     if CHECK_BOUNDS:
-                        check_runs(acc, ao, x_flat, xo, t * n_pix, n_pix, runs_x, runs_w, r_lo,
-                                   r_hi, d_flat, b * block, n_ow, zeros, o_flat, ci_out, d_add,
-                                   end, block, 1, sw * n_ch, d_ch)
+                        check_runs(acc, ao, x, x_off, t * n_pix, n_pix, rx, rw, r0, r1, w,
+                                   b * w_block, span, zeros, o_flat, ci_out, d_add, end, block, 1,
+                                   x_step, w_step)
                     if block == 16:
-                        runs16_strided(acc, ao, x_flat, xo, t * n_pix, runs_x, runs_w, r_lo,
-                                       r_hi, d_flat, b * block, n_ow, zeros, r_lo == 0, o_flat,
-                                       ci_out, d_add, end, sw * n_ch, d_ch)
+                        runs16_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w,
+                                       b * w_block, span, zeros, r_lo == 0, o_flat, ci_out, d_add,
+                                       end, x_step, w_step)
                     else:
-                        runs8_strided(acc, ao, x_flat, xo, t * n_pix, runs_x, runs_w, r_lo,
-                                      r_hi, d_flat, b * block, n_ow, zeros, r_lo == 0, o_flat,
-                                      ci_out, d_add, end, sw * n_ch, d_ch)
+                        runs8_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w,
+                                      b * w_block, span, zeros, r_lo == 0, o_flat, ci_out, d_add,
+                                      end, x_step, w_step)
         if cog % block:  # the last block is partial: from acc
             b = blocks - 1
             for k in range(fw * cig):
