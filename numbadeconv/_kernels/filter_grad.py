@@ -37,11 +37,11 @@ from .simd import CHECK_BOUNDS
 PASS_PIXELS = 32
 
 #: ... unless a job's accumulators (every tile x block, reloaded by every pass) outgrow
-#: ``meta[9]`` bytes (the L2 cache): then passes of LONG_PASS_PIXELS (32 took 1.09x and 1.45x
-#: the time of 256 for U-Net, 4 MiB of accumulators, and DCGAN 4x4x1024, 10 MiB), whose pixels
-#: of src and dy are first copied next to each other, as many tiles and blocks read each of them
-#: (0.58-0.59 of the time for U-Net, DCGAN 4x4 and 8x8; where the tiles or blocks are few, the
-#: copies cost more than they save: 2-3.7x for the few-channel layers).
+#: ``meta[9]`` bytes (of the L2 cache): then passes of LONG_PASS_PIXELS (32 took 1.09x and
+#: 1.45x the time of 256 for U-Net, 4 MiB of accumulators, and DCGAN 4x4x1024, 10 MiB), whose
+#: pixels of src and dy are first copied next to each other, as many tiles and blocks read each
+#: of them (0.58-0.59 of the time for U-Net, DCGAN 4x4 and 8x8; where the tiles or blocks are
+#: few, the copies cost more than they save: 1.2x for ResNet, 2-3.7x for few-channel layers).
 LONG_PASS_PIXELS = 256
 
 
