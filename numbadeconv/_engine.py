@@ -560,19 +560,26 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     padded_groups = cog % block != 0
     n_rows = n * oh
     jobs = fh * groups
-    slabs = 1
-    if threads > 1:  # split the pixel sum when rows of taps x groups alone are too few jobs,
-        # into as many jobs for every thread (the jobs cost about the same)
-        slabs = -(-JOBS_PER_THREAD * threads // jobs)
-        while slabs * jobs % threads:
-            slabs += 1
-        slabs = min(n_rows, slabs)
+    slabs = chunks = 1
+    if threads > 1:  # rows of taps x groups alone are too few jobs: split them, into as many
+        # jobs for every thread (the jobs cost about the same)
+        split = -(-JOBS_PER_THREAD * threads // jobs)
+        while split * jobs % threads:
+            split += 1
+        if fh * fw * cig * n_out > n * oh * ow * n_out:  # a gradient larger than dy: split the
+            # blocks of output channels (a sum of slabs would cost more than the work: DCGAN
+            # 4x4x1024's 52 MB)
+            chunks = min(blocks, split)
+            chunks = -(-blocks // -(-blocks // chunks))  # none empty
+        else:  # split the pixel sum into slabs, each with its own part of the result
+            slabs = min(n_rows, split)
     rows_per_slab = -(-n_rows // slabs)
     slabs = -(-n_rows // rows_per_slab)
     d_g = blocks * block if padded_groups else cog
     meta = np.array((c, stride[0], stride[1], dilation[0], dilation[1], groups, rows_per_slab,
-                     d_g, block, FILTER_GRAD_ACC_BYTES), np.int64)
-    return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs * jobs, padded_groups)
+                     d_g, block, FILTER_GRAD_ACC_BYTES, chunks), np.int64)
+    return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs * jobs * chunks,
+                          padded_groups)
 
 
 def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.ndarray:

@@ -9,10 +9,11 @@
 ``src`` is the zero-padded NHWC input with its last two axes merged (``[N, Hs, Ws*C]``), ``dy`` the
 output gradient ``[N, OH, OW, Cd]`` whose group ``g`` starts at channel ``g*d_g`` (``dy`` itself,
 ``d_g = cog``, or a copy whose groups are padded with zero channels to whole blocks),
-``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g, block, acc_bytes]``. Each
-job owns one slab ``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one row of
-taps ``kh`` and one group, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``:
-threads never share an output element, and the caller sums the slabs.
+``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g, block, acc_bytes, chunks]``.
+Each job owns one slab ``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one
+row of taps ``kh``, one group and one of ``chunks`` equal ranges of its blocks of output
+channels, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``: threads never
+share an output element, and the caller sums the slabs.
 
 It is the outer-product kernel's micro-kernel (:mod:`.outer`) with the roles exchanged: a tile is
 a few (column tap, input channel) pairs x a block of ``block`` output channels (16, or 8 where
@@ -67,24 +68,28 @@ def filter_grad_serial(src, dy, out, meta, first, last):
         xo[i] = k // cig * dw * n_ch + k % cig
         ci_out[i] = k * n_out
     zeros = np.zeros(block, out.dtype)
-    acc = np.empty(blocks * n_tiles * tile, out.dtype)
+    n_chunks = meta[10]
+    per_chunk = -(-blocks // n_chunks)  # blocks per job
+    acc = np.empty(per_chunk * n_tiles * tile, out.dtype)  # [blocks of the job, tiles, tile]
     runs_x = np.empty(rows_per_slab, np.int64)
     runs_w = np.empty(rows_per_slab, np.int64)
-    long = blocks * n_tiles * tile * out.itemsize > meta[9]
+    long = acc.size * out.itemsize > meta[9]
     per_pass = max(1, (LONG_PASS_PIXELS if long else PASS_PIXELS) // n_ow)
-    # long passes: their pixels' pairs [tiles, pixels, n_pix] and dy [blocks, pixels, block],
-    # copied; xo_pack: the pairs' offsets there
+    # long passes: their pixels' pairs [tiles, pixels, n_pix] and dy [blocks of the job, pixels,
+    # block], copied; xo_pack: the pairs' offsets there
     p_max = per_pass * n_ow if long else 0
     x_pack = np.empty(n_tiles * p_max * n_pix, out.dtype)
-    d_pack = np.empty(blocks * p_max * block, out.dtype)
+    d_pack = np.empty(per_chunk * p_max * block, out.dtype)
     xo_pack = np.empty(n_tiles * n_pix, np.int64)
     for i in range(n_tiles * n_pix):
         xo_pack[i] = (i // n_pix * p_max) * n_pix + i % n_pix
     one_run = np.zeros(1, np.int64)
     for job in range(first, last):
-        g = job % groups
-        kh = job // groups % fh
-        s = job // (groups * fh)
+        b_lo = job % n_chunks * per_chunk
+        b_hi = min(blocks, b_lo + per_chunk)
+        g = job // n_chunks % groups
+        kh = job // (n_chunks * groups) % fh
+        s = job // (n_chunks * groups * fh)
         row_lo = s * rows_per_slab
         n_rows = min(rows_per_slab, n_images * n_oh - row_lo)
         for r in range(n_rows):
@@ -97,7 +102,7 @@ def filter_grad_serial(src, dy, out, meta, first, last):
             r_hi = min(n_rows, r_lo + per_pass)
             # the micro-kernel's operands: the pass's rows in place (a run each), or copied (one)
             x, x_off, rx, rw, r0, r1, w = x_flat, xo, runs_x, runs_w, r_lo, r_hi, d_flat
-            span, x_step, w_step, w_block = n_ow, sw * n_ch, d_ch, block
+            span, x_step, w_step, w_block, w_first = n_ow, sw * n_ch, d_ch, block, 0
             if long:
                 for r in range(r_lo, r_hi):
                     for q in range(n_ow):
@@ -107,34 +112,36 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                             x_pack[np.uint64(xo_pack[i] + p * n_pix)] = x_flat[
                                 np.uint64(at + xo[i])]
                         at = runs_w[r] + q * d_ch
-                        for b in range(blocks):
-                            to = np.uint64((b * p_max + p) * block)
+                        for b in range(b_lo, b_hi):
+                            to = np.uint64(((b - b_lo) * p_max + p) * block)
                             fr = np.uint64(at + b * block)
                             for c in range(np.uint64(block)):
                                 d_pack[to + c] = d_flat[fr + c]
                 x, x_off, rx, rw, r0, r1, w = x_pack, xo_pack, one_run, one_run, 0, 1, d_pack
-                span, x_step, w_step, w_block = (r_hi - r_lo) * n_ow, n_pix, block, p_max * block
+                span, x_step, w_step = (r_hi - r_lo) * n_ow, n_pix, block
+                w_block, w_first = p_max * block, b_lo * p_max * block  # the job's blocks only
             for t in range(n_tiles):
-                for b in range(blocks):
-                    ao = (b * n_tiles + t) * tile
+                for b in range(b_lo, b_hi):
+                    ao = ((b - b_lo) * n_tiles + t) * tile
+                    wo = b * w_block - w_first
                     d_add = tap_out + b * block
                     # whole blocks go from the registers to out
                     end = cog - b * block >= block and r_hi == n_rows
                     if CHECK_BOUNDS:
-                        check_runs(acc, ao, x, x_off, t * n_pix, n_pix, rx, rw, r0, r1, w,
-                                   b * w_block, span, zeros, o_flat, ci_out, d_add, end, block, 1,
-                                   x_step, w_step)
+                        check_runs(acc, ao, x, x_off, t * n_pix, n_pix, rx, rw, r0, r1, w, wo,
+                                   span, zeros, o_flat, ci_out, d_add, end, block, 1, x_step,
+                                   w_step)
                     if block == 16:
-                        runs16_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w,
-                                       b * w_block, span, zeros, r_lo == 0, o_flat, ci_out, d_add,
-                                       end, x_step, w_step)
+                        runs16_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w, wo,
+                                       span, zeros, r_lo == 0, o_flat, ci_out, d_add, end,
+                                       x_step, w_step)
                     else:
-                        runs8_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w,
-                                      b * w_block, span, zeros, r_lo == 0, o_flat, ci_out, d_add,
-                                      end, x_step, w_step)
-        if cog % block:  # the last block is partial: from acc
+                        runs8_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w, wo,
+                                      span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, x_step,
+                                      w_step)
+        if cog % block and b_hi == blocks:  # the last block is partial: from acc
             b = blocks - 1
             for k in range(fw * cig):
-                at = (b * n_tiles * n_pix + k) * block
+                at = ((b - b_lo) * n_tiles * n_pix + k) * block
                 for c in range(cog - b * block):
                     o_flat[tap_out + b * block + k * n_out + c] = acc[at + c]
