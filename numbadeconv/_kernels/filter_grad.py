@@ -21,7 +21,8 @@ that pads fewer: :func:`.outer.block_width`, unpaired) in vector registers (the 
 read the same source rows, and few input channels still fill the tiles), reduced over the pixels
 of every row of the slab (a row is a run: ``sw*C`` elements between its pixels in ``src``,
 ``Cd`` in ``dy``), a pass of rows at a time so that their rows of ``src`` and ``dy`` stay in
-cache while every tile and every block of output channels reads them.
+cache while every tile and every block of output channels reads them. Jobs with many
+accumulators take longer passes, over copies of their pixels (:data:`LONG_PASS_PIXELS`).
 """
 
 import numpy as np
