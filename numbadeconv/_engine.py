@@ -536,6 +536,7 @@ class FilterGradPlan:
     threads: int
     jobs: int
     padded_groups: bool  # dy's groups are copied into whole blocks of output channels
+    depthwise: bool  # one input channel per group: depthwise_filter_grad_serial
 
 
 @functools.lru_cache(maxsize=256)
@@ -551,14 +552,20 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     cig = c // groups
     out_shape = (fh, fw, cig, n_out)
     if n * oh * ow == 0 or cig == 0 or n_out == 0:
-        return FilterGradPlan(out_shape, 0, None, np.empty(0, np.int64), 1, 0, False)
+        return FilterGradPlan(out_shape, 0, None, np.empty(0, np.int64), 1, 0, False, False)
     frame = _frame(x_shape, pad[0], pad[1], (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
                    (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
+    n_rows = n * oh
+    if cig == 1 and groups > 1:  # depthwise: slabs of rows, every tap in each
+        slabs = min(n_rows, JOBS_PER_THREAD * threads if threads > 1 else 1)
+        rows_per_slab = -(-n_rows // slabs)
+        slabs = -(-n_rows // rows_per_slab)
+        meta = np.array((c, *stride, *dilation, groups, rows_per_slab), np.int64)
+        return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs, False, True)
     cog = n_out // groups
     block = outer.block_width(cig, cog, paired=False)
     blocks = -(-cog // block)
     padded_groups = cog % block != 0
-    n_rows = n * oh
     jobs = fh * groups
     slabs = chunks = 1
     if threads > 1:  # rows of taps x groups alone are too few jobs: split them, into as many
@@ -579,7 +586,7 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     meta = np.array((c, stride[0], stride[1], dilation[0], dilation[1], groups, rows_per_slab,
                      d_g, block, FILTER_GRAD_ACC_BYTES, chunks), np.int64)
     return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs * jobs * chunks,
-                          padded_groups)
+                          padded_groups, False)
 
 
 def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -595,8 +602,10 @@ def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.n
     elif not dy.flags.c_contiguous:  # the NHWC view of an NCHW array: convert it
         dy = _padded(dy, None, plan.threads).reshape(dy.shape)
     part = np.empty((plan.slabs, *plan.out_shape), x.dtype)
-    _launch(_filter_grad.filter_grad_serial, plan.threads, plan.jobs,
-            _padded(x, plan.frame, plan.threads), dy, part, plan.meta)
+    kernel = (_filter_grad.depthwise_filter_grad_serial if plan.depthwise
+              else _filter_grad.filter_grad_serial)
+    _launch(kernel, plan.threads, plan.jobs, _padded(x, plan.frame, plan.threads), dy, part,
+            plan.meta)
     return part[0] if plan.slabs == 1 else part.sum(axis=0)
 
 
@@ -667,6 +676,7 @@ def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
         pack_args = (types.Array(f, 1, "C"), ints, ints, types.Array(f, 1, "C"))
         for serial, args in [*((k, correlate_args) for k in _CORRELATE.values()),
                              (_filter_grad.filter_grad_serial, grad_args),
+                             (_filter_grad.depthwise_filter_grad_serial, grad_args),
                              (copies.pad_serial, pad_args),
                              (copies.pad_channels_first_serial, pad_args),
                              (copies.pack_serial, pack_args)]:
