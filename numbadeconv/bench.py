@@ -125,6 +125,8 @@ CASES = [
          (16, 32, 32, 128), (5, 5, 128, 256), 2, "SAME"),
     Case("filter gradient few channels 3x3 64x64x8 b4", "conv2d_backprop_filter", (4, 64, 64, 8),
          (3, 3, 8, 8), 1, "SAME"),
+    Case("filter gradient MobileNet depthwise 3x3 112x112x32 b8", "conv2d_backprop_filter",
+         (8, 112, 112, 32), (3, 3, 1, 32), 1, "SAME", groups=32),
 ]
 
 

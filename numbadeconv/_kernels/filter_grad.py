@@ -26,8 +26,12 @@ accumulators take longer passes, over copies of their pixels (:data:`LONG_PASS_P
 """
 
 import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .._jit import kernel
+from . import simd
 from .outer import check_runs, runs8_strided, runs16_strided, tile_pixels
 from .simd import CHECK_BOUNDS
 
@@ -148,10 +152,80 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                     o_flat[tap_out + b * block + k * n_out + c] = acc[at + c]
 
 
-#: Elements of the depthwise filter gradient's tiles of pixels (rounded down to whole pixels):
-#: 32 channels (MobileNet) 0.84 and 8 channels 0.55 of the time of one pixel at a time; 96
-#: channels (one pixel per tile) 1.2x, so they go one pixel at a time.
-TILE_ELEMENTS = 128
+def _tap_sums(n_vec: int):
+    """An intrinsic adding, for three column taps, a row's products of channel vectors.
+
+    ``run(acc, ao, x, xo, x_step, d, d0, d_step, n_steps, c)`` adds, for taps ``k < 3``,
+    vectors ``v < n_vec`` (of L lanes: 8 float32 or 4 float64) and pixels ``q < n_steps``::
+
+        acc[ao[k] + c + v*L:][:L] += x[xo[k] + q*x_step + c + v*L:][:L]
+                                     * d[d0 + q*d_step + c + v*L:][:L]
+
+    The 3 x n_vec sums stay in registers over the pixels, and each vector of ``d`` is loaded
+    once for the three taps. ``ao`` and ``xo``: int64, 3 each. All offsets must be in bounds.
+    """
+
+    @intrinsic
+    def run(typingctx, acc, ao, x, xo, x_step, d, d0, d_step, n_steps, c):
+        sig = types.void(acc, ao, x, xo, x_step, d, d0, d_step, n_steps, c)
+
+        def codegen(context, builder, signature, args):
+            acc_a, ao_a, x_a, xo_a, x_step_v, d_a, d0_v, d_step_v, n_v, c_v = args
+            arg = signature.args
+            v = simd.Vectors(context, builder, arg[0].dtype)
+            lanes = v.lanes
+            acc_p, ao_p = v.data(acc_a, arg[0]), v.data(ao_a, arg[1])
+            x_p, xo_p = v.data(x_a, arg[2]), v.data(xo_a, arg[3])
+            d_p = v.at(v.at(v.data(d_a, arg[5]), d0_v), c_v)
+            outs = [v.at(v.at(acc_p, v.item(ao_p, k)), c_v) for k in range(3)]
+            rows = [v.at(v.at(x_p, v.item(xo_p, k)), c_v) for k in range(3)]
+            # the sums live in allocas, which LLVM promotes to registers
+            slots = [[cgutils.alloca_once(builder, v.type) for _ in range(n_vec)]
+                     for _ in range(3)]
+            for k in range(3):
+                for i in range(n_vec):
+                    builder.store(v.load(outs[k], lanes * i), slots[k][i])
+            with cgutils.for_range(builder, n_v) as pixels:
+                q = pixels.index
+                d_q = v.at(d_p, builder.mul(q, d_step_v))
+                d_vecs = [v.load(d_q, lanes * i) for i in range(n_vec)]
+                x_q = builder.mul(q, x_step_v)
+                for k in range(3):
+                    x_k = v.at(rows[k], x_q)
+                    for i in range(n_vec):
+                        slot = slots[k][i]
+                        builder.store(v.fma(v.load(x_k, lanes * i), d_vecs[i],
+                                            builder.load(slot)), slot)
+            for k in range(3):
+                for i in range(n_vec):
+                    v.store(builder.load(slots[k][i]), outs[k], lanes * i)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return run
+
+
+#: Three column taps x four vectors of channels, and x one vector (the channels past the last
+#: four).
+_sums4 = _tap_sums(4)
+_sums1 = _tap_sums(1)
+
+
+@kernel(internal=True)
+def _check_sums(acc, ao, x, xo, x_step, d, d0, d_step, n_steps, c, n_vec):
+    """Raise IndexError unless every element that a ``_tap_sums`` run touches is in bounds.
+
+    Its arguments, with its ``n_vec``.
+    """
+    width = n_vec * simd.VECTOR_BYTES // acc.itemsize
+    last = max(0, n_steps - 1)
+    ok = 0 <= d0 + c and d0 + last * d_step + c + width <= d.shape[0]
+    for k in range(3):
+        ok = ok and 0 <= ao[k] + c and ao[k] + c + width <= acc.shape[0]
+        ok = ok and 0 <= xo[k] + c and xo[k] + last * x_step + c + width <= x.shape[0]
+    if not ok:
+        raise IndexError("depthwise filter gradient: a run would read or write out of bounds")
 
 
 @kernel()
@@ -160,49 +234,55 @@ def depthwise_filter_grad_serial(src, dy, out, meta, first, last):
 
     ``meta`` is the first 7 entries of :func:`filter_grad_serial`'s; each job owns a slab of
     rows and every tap. Output channel ``oc`` reads input channel ``oc // mult``: the
-    gradient of a tap is a sum over pixels of products of vectors of channels.
+    gradient of a tap is a sum over pixels of products of vectors of channels. With one output
+    channel per input channel and whole vectors of them, three column taps at a time keep
+    their sums in registers over a row's pixels (:func:`_tap_sums`); else the products of a
+    pixel are added to the sums in memory.
     """
     n_ch, sh, sw, dh, dw, rows_per_slab = meta[0], meta[1], meta[2], meta[3], meta[4], meta[6]
     _, fh, fw, _, n_out = out.shape
     n_images, n_oh, n_ow, _ = dy.shape
     mult = np.uint64(n_out // n_ch)
+    lanes = simd.VECTOR_BYTES // out.itemsize
+    vectors = mult == 1 and n_out % lanes == 0
     x_flat, d_flat, o_flat = src.reshape(-1), dy.reshape(-1), out.reshape(-1)
-    # with unit strides and a few channels, a row's products go to tiles of several pixels,
-    # L elements (element i of the row, channel i % n_out, to tile[i % L]), the row one
-    # contiguous run; else to one pixel's channels at a time
-    runs = sw == 1 and mult == 1 and 2 * n_out <= TILE_ELEMENTS
-    tile = TILE_ELEMENTS // n_out * n_out if runs else n_out
-    acc = np.empty(fh * fw * tile, out.dtype)  # [fh, fw, tile]
-    row_len = np.uint64(n_ow * n_out)
+    size = fh * fw * n_out
+    acc = np.empty(size + n_out, out.dtype)  # [fh, fw, n_out], then a tap past the last one's
+    ao = np.empty(3, np.int64)
+    xo = np.empty(3, np.int64)
     for job in range(first, last):
         acc[:] = 0
         row_lo = job * rows_per_slab
         for r in range(row_lo, min(row_lo + rows_per_slab, n_images * n_oh)):
             n, oh = r // n_oh, r % n_oh
+            d0 = r * n_ow * n_out
             for kh in range(fh):
                 x_row = (n * src.shape[1] + oh * sh + kh * dh) * src.shape[2]
+                if vectors:
+                    for kw0 in range(0, fw, 3):
+                        for k in range(3):  # taps past fw: the spare sums, reading tap kw0
+                            kw = kw0 + k if kw0 + k < fw else kw0
+                            ao[k] = (kh * fw + kw) * n_out if kw0 + k < fw else size
+                            xo[k] = x_row + kw * dw * n_ch
+                        c = 0
+                        while c < n_out:
+                            n_vec = 4 if c + 4 * lanes <= n_out else 1
+                            if CHECK_BOUNDS:
+                                _check_sums(acc, ao, x_flat, xo, sw * n_ch, d_flat, d0, n_out,
+                                            n_ow, c, n_vec)
+                            if n_vec == 4:
+                                _sums4(acc, ao, x_flat, xo, sw * n_ch, d_flat, d0, n_out, n_ow,
+                                       c)
+                            else:
+                                _sums1(acc, ao, x_flat, xo, sw * n_ch, d_flat, d0, n_out, n_ow,
+                                       c)
+                            c += n_vec * lanes
+                    continue
                 for kw in range(fw):
-                    a0 = np.uint64((kh * fw + kw) * tile)
-                    if runs:
-                        x0 = np.uint64(x_row + kw * dw * n_ch)
-                        d0 = np.uint64(r) * row_len
-                        for i0 in range(np.uint64(0), row_len, np.uint64(tile)):
-                            for i in range(min(np.uint64(tile), row_len - i0)):
-                                acc[a0 + i] += x_flat[x0 + i0 + i] * d_flat[d0 + i0 + i]
-                        continue
+                    a0 = np.uint64((kh * fw + kw) * n_out)
                     for ow in range(n_ow):
                         x0 = np.uint64(x_row + (ow * sw + kw * dw) * n_ch)
-                        d0 = np.uint64((r * n_ow + ow) * n_out)
-                        if mult == 1:
-                            for c in range(np.uint64(n_out)):
-                                acc[a0 + c] += x_flat[x0 + c] * d_flat[d0 + c]
-                        else:
-                            for c in range(np.uint64(n_out)):
-                                acc[a0 + c] += x_flat[x0 + c // mult] * d_flat[d0 + c]
-        o = job * fh * fw * n_out
-        for k in range(fh * fw):
-            for c in range(n_out):
-                total = acc[k * tile + c]
-                for j in range(n_out + c, tile, n_out):
-                    total += acc[k * tile + j]
-                o_flat[o + k * n_out + c] = total
+                        d_at = np.uint64(d0 + ow * n_out)
+                        for c in range(np.uint64(n_out)):
+                            acc[a0 + c] += x_flat[x0 + c // mult] * d_flat[d_at + c]
+        o_flat[job * size:(job + 1) * size] = acc[:size]
