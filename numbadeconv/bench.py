@@ -199,11 +199,12 @@ def run_torch(case: Case, threads: int | None = None) -> Callable[[], object]:
 def run_tensorflow(case: Case, threads: int | None = None) -> Callable[[], object]:
     """``case`` with ``tf.nn`` (eager; TensorFlow's default CPU path).
 
-    Depthwise convolutions use ``tf.nn.depthwise_conv2d``, other grouped ones ``tf.nn.conv2d``
-    (which runs them on the CPU); grouped transposes and filter gradients raise
-    NotImplementedError.
+    Depthwise convolutions use ``tf.nn.depthwise_conv2d`` (their filter gradient
+    ``DepthwiseConv2dNativeBackpropFilter``), other grouped ones ``tf.nn.conv2d`` (which runs
+    them on the CPU); other grouped transposes and filter gradients raise NotImplementedError.
     """
-    if case.groups > 1 and case.op != "conv2d":
+    if case.groups > 1 and case.op != "conv2d" and not (
+            case.depthwise and case.op == "conv2d_backprop_filter"):
         raise NotImplementedError(
             "TensorFlow's CPU Conv2DBackprop ops reject grouped filters (\"Gradients for "
             "grouped convolutions are not supported on CPU\")")
@@ -212,15 +213,21 @@ def run_tensorflow(case: Case, threads: int | None = None) -> Callable[[], objec
 
     operand, filters = case.inputs()
     x = tf.constant(operand)
+    strides = [1, case.stride, case.stride, 1]
+    fh, fw, _, c_out = case.kernel
+    # depthwise filters [fh, fw, 1, C * mult] are TensorFlow's [fh, fw, C, mult]: the same order
+    depthwise_sizes = [fh, fw, case.groups, c_out // case.groups]
     if case.op == "conv2d_backprop_filter":
         dy = tf.constant(filters)
+        if case.depthwise:
+            return lambda: tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+                input=x, filter_sizes=depthwise_sizes, out_backprop=dy, strides=strides,
+                padding=case.padding).numpy()
         return lambda: tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=case.kernel, out_backprop=dy,
-            strides=[1, case.stride, case.stride, 1], padding=case.padding).numpy()
-    if case.depthwise:  # [fh, fw, 1, C * mult] -> [fh, fw, C, mult]: the same channel order
-        fh, fw, _, c_out = case.kernel
-        w = tf.constant(filters.reshape(fh, fw, case.groups, c_out // case.groups))
-        strides = [1, case.stride, case.stride, 1]
+            input=x, filter_sizes=case.kernel, out_backprop=dy, strides=strides,
+            padding=case.padding).numpy()
+    if case.depthwise:
+        w = tf.constant(filters.reshape(depthwise_sizes))
         return lambda: tf.nn.depthwise_conv2d(x, w, strides, case.padding).numpy()
     w = tf.constant(filters)
     if case.op == "conv2d":
