@@ -166,7 +166,8 @@ TRANSPOSE_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f6
                    "dcgan_16to32_b16_nchw", "dcgan_32to64_b64", "unet_up_28to56",
                    "fcn32s_16to512", "grouped_up_16to32_g8_b8", "few_ch_64x64x8_b4"]
 BACKPROP_FILTER_CASES = ["tutorial_5x5", "image_512_k3s2", "vae_dec_f64",
-                         "resnet_56x56x64_b8", "dcgan_16to32_b16", "few_ch_64x64x8_b4"]
+                         "resnet_56x56x64_b8", "dcgan_16to32_b16", "few_ch_64x64x8_b4",
+                         "mobilenet_dw_112x112x32_b8"]
 # backprop_input is conv2d_transpose under its gradient name: a few cases are enough.
 BACKPROP_INPUT_CASES = ["tutorial_5x5", "vae_dec_f64_nchw", "resnet_56x56x64_b8"]
 
