@@ -285,4 +285,5 @@ def depthwise_filter_grad_serial(src, dy, out, meta, first, last):
                         d_at = np.uint64(d0 + ow * n_out)
                         for c in range(np.uint64(n_out)):
                             acc[a0 + c] += x_flat[x0 + c // mult] * d_flat[d_at + c]
-        o_flat[job * size:(job + 1) * size] = acc[:size]
+        for i in range(size):  # (a slice assignment would cost seconds of compile time)
+            o_flat[job * size + i] = acc[i]
