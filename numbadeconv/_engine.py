@@ -484,7 +484,7 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
     if plan.kind == "fill":
         nhwc[...] = bias
         return nhwc
-    threads = _threads_for(threads, plan.macs)
+    threads = 1 if plan.macs < PARALLEL_MIN_MACS else _threads_for(threads, plan.macs)
     meta, n_jobs = _blocked_meta(plan, threads, channels_first)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
@@ -498,8 +498,12 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         weights = w.ravel()[plan.weight_index]
     if plan.kind == "depthwise":
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
-    _launch(_CORRELATE[plan.kind], threads, n_jobs, _padded(src, plan.frame, threads), weights,
-            dst, plan.phases, plan.toffs, meta, bias)
+    if plan.frame is None and src.flags.c_contiguous:  # (what _padded returns, sooner)
+        src = src.reshape(src.shape[0], src.shape[1], -1)
+    else:
+        src = _padded(src, plan.frame, threads)
+    _launch(_CORRELATE[plan.kind], threads, n_jobs, src, weights, dst, plan.phases, plan.toffs,
+            meta, bias)
     return nhwc
 
 

@@ -137,17 +137,17 @@ def conv2d(
     x = _args.float_array("input", input)
     w = _args.float_array("filters", filters)
     dtype, result = _args.compute_dtype(x, w)
-    nhwc, stride, dilation, pad, out_hw, groups = _conv2d_geometry(
-        x.shape, w.shape, dtype, strides, padding, data_format, dilations)
-    threads = _jit.resolve_threads(threads)
-    out = _engine.conv2d(_args.prepared(x, dtype, nhwc), _args.prepared(w, dtype, True), stride,
-                         dilation, pad, out_hw, groups, threads, channels_first=not nhwc)
+    nhwc, plan = _conv2d_geometry(x.shape, w.shape, dtype, strides, padding, data_format,
+                                  dilations)
+    out = _engine.correlate_run(plan, _args.prepared(x, dtype, nhwc),
+                                _args.prepared(w, dtype, True), None,
+                                _jit.resolve_threads(threads), channels_first=not nhwc)
     return _finish(out, result, nhwc)
 
 
 @_args.memoised(trusted=3)
 def _conv2d_geometry(x_shape, w_shape, dtype, strides, padding, data_format, dilations):
-    """Validated settings of a conv2d: (nhwc, stride, dilation, pad, out_hw, groups)."""
+    """A conv2d's settings, validated and lowered: (nhwc, the engine's plan)."""
     nhwc = _args.channels_last(data_format)
     _args.rank4("input", x_shape)
     _filters_shape("filters", w_shape)
@@ -160,7 +160,8 @@ def _conv2d_geometry(x_shape, w_shape, dtype, strides, padding, data_format, dil
     oh, pt = _args.conv_window("height", h, fh, stride[0], pads[0], dilation[0])
     ow, pl = _args.conv_window("width", wd, fw, stride[1], pads[1], dilation[1])
     _args.check_output_bytes("output", (n, oh, ow, f_out), dtype.itemsize)
-    return nhwc, stride, dilation, (pt, pl), (oh, ow), groups
+    return nhwc, _engine.plan_conv2d((n, h, wd, c), w_shape, stride, dilation, (pt, pl),
+                                     (oh, ow), groups)
 
 
 def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding, data_format,
@@ -168,20 +169,18 @@ def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding
     y = _args.float_array(dy_name, dy)
     w = _args.float_array("filters", filters)
     dtype, result = _args.compute_dtype(y, w)
-    nhwc, stride, dilation, pad, in_hw, groups = _input_grad_geometry(
-        y.shape, w.shape, dtype, shape_name, output_shape, dy_name, strides, padding, data_format,
-        dilations)
-    threads = _jit.resolve_threads(threads)
-    out = _engine.conv2d_input_grad(_args.prepared(y, dtype, nhwc), _args.prepared(w, dtype, True),
-                                    in_hw, stride, dilation, pad, groups, threads,
-                                    channels_first=not nhwc)
+    nhwc, plan = _input_grad_geometry(y.shape, w.shape, dtype, shape_name, output_shape, dy_name,
+                                      strides, padding, data_format, dilations)
+    out = _engine.correlate_run(plan, _args.prepared(y, dtype, nhwc),
+                                _args.prepared(w, dtype, True), None,
+                                _jit.resolve_threads(threads), channels_first=not nhwc)
     return _finish(out, result, nhwc)
 
 
 @_args.memoised(trusted=3)
 def _input_grad_geometry(y_shape, w_shape, dtype, shape_name, output_shape, dy_name, strides,
                          padding, data_format, dilations):
-    """Validated settings of a transpose: (nhwc, stride, dilation, pad, out_hw, groups)."""
+    """A transpose's settings, validated and lowered: (nhwc, the engine's plan)."""
     nhwc = _args.channels_last(data_format)
     _args.rank4(dy_name, y_shape)
     _filters_shape("filters", w_shape)
@@ -203,7 +202,8 @@ def _input_grad_geometry(y_shape, w_shape, dtype, shape_name, output_shape, dy_n
     pl = _check_admissible(shape_name, "width", wd, wy, dy_name, fw, stride[1], pads[1],
                            dilation[1])
     _args.check_output_bytes(shape_name, shape, dtype.itemsize)
-    return nhwc, stride, dilation, (pt, pl), (h, wd), groups
+    return nhwc, _engine.plan_input_grad((ny, hy, wy, cy), w_shape, (h, wd), stride, dilation,
+                                         (pt, pl), groups)
 
 
 def conv2d_transpose(

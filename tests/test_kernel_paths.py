@@ -226,7 +226,8 @@ def test_depthwise_paths(case, dtype, mode, monkeypatch):
     kinds = []
     run = _engine.correlate_run
     monkeypatch.setattr(_engine, "correlate_run",
-                        lambda plan, *args: kinds.append(plan.kind) or run(plan, *args))
+                        lambda plan, *args, **kwargs: kinds.append(plan.kind)
+                        or run(plan, *args, **kwargs))
     rng = np.random.default_rng(sum(x_shape))
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((kh, kw, 1, c * mult)).astype(dtype)
