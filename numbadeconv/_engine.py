@@ -484,7 +484,7 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
     if plan.kind == "fill":
         nhwc[...] = bias
         return nhwc
-    threads = 1 if plan.macs < PARALLEL_MIN_MACS else _threads_for(threads, plan.macs)
+    threads = _threads_for(threads, plan.macs)
     meta, n_jobs = _blocked_meta(plan, threads, channels_first)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
@@ -498,12 +498,8 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         weights = w.ravel()[plan.weight_index]
     if plan.kind == "depthwise":
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
-    if plan.frame is None and src.flags.c_contiguous:  # (what _padded returns, sooner)
-        src = src.reshape(src.shape[0], src.shape[1], -1)
-    else:
-        src = _padded(src, plan.frame, threads)
-    _launch(_CORRELATE[plan.kind], threads, n_jobs, src, weights, dst, plan.phases, plan.toffs,
-            meta, bias)
+    _launch(_CORRELATE[plan.kind], threads, n_jobs, _padded(src, plan.frame, threads), weights,
+            dst, plan.phases, plan.toffs, meta, bias)
     return nhwc
 
 
@@ -577,9 +573,9 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
         split = -(-JOBS_PER_THREAD * threads // jobs)
         while split * jobs % threads:
             split += 1
-        if fh * fw * cig * n_out > n * oh * ow * n_out:  # a gradient larger than dy: split the
-            # blocks of output channels (a sum of slabs would cost more than the work: DCGAN
-            # 4x4x1024's 52 MB)
+        if fh * fw * cig > n * oh * ow:  # a gradient larger than dy: split the blocks of
+            # output channels (a sum of slabs would cost more than the work: DCGAN 4x4x1024's
+            # 52 MB)
             chunks = min(blocks, split)
             chunks = -(-blocks // -(-blocks // chunks))  # none empty
         else:  # split the pixel sum into slabs, each with its own part of the result
