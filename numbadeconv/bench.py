@@ -118,7 +118,7 @@ CASES = [
          quick=True),
     Case("small decoder 32x32x16->64x64x8 k4s2 b4", "conv2d_transpose", (4, 64, 64, 8),
          (4, 4, 8, 16), 2, "SAME"),
-    # filter gradients (training), of a channel-rich and a few-channel layer above
+    # filter gradients (training) of layers above
     Case("filter gradient ResNet 3x3 56x56x64 b8", "conv2d_backprop_filter", (8, 56, 56, 64),
          (3, 3, 64, 64), 1, "SAME", quick=True),
     Case("filter gradient DCGAN 32x32x128->16x16x256 b16", "conv2d_backprop_filter",

@@ -247,7 +247,7 @@ def depthwise_filter_grad_serial(src, dy, out, meta, first, last):
     vectors = mult == 1 and n_out % lanes == 0
     x_flat, d_flat, o_flat = src.reshape(-1), dy.reshape(-1), out.reshape(-1)
     size = fh * fw * n_out
-    acc = np.empty(size + n_out, out.dtype)  # [fh, fw, n_out], then a tap past the last one's
+    acc = np.empty(size + n_out, out.dtype)  # [fh, fw, n_out], then the spare sums of a tap
     ao = np.empty(3, np.int64)
     xo = np.empty(3, np.int64)
     for job in range(first, last):
