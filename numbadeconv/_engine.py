@@ -556,35 +556,33 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     frame = _frame(x_shape, pad[0], pad[1], (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
                    (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
     n_rows = n * oh
-    if cig == 1 and groups > 1:  # depthwise: slabs of rows, every tap in each
-        slabs = min(n_rows, JOBS_PER_THREAD * threads if threads > 1 else 1)
-        rows_per_slab = -(-n_rows // slabs)
-        slabs = -(-n_rows // rows_per_slab)
-        meta = np.array((c, *stride, *dilation, groups, rows_per_slab), np.int64)
-        return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs, False, True)
+    depthwise = cig == 1 and groups > 1  # its own kernel: slabs of rows, every tap in each
     cog = n_out // groups
     block = outer.block_width(cig, cog, paired=False)
     blocks = -(-cog // block)
-    padded_groups = cog % block != 0
-    jobs = fh * groups
+    jobs = 1 if depthwise else fh * groups
     slabs = chunks = 1
     if threads > 1:  # rows of taps x groups alone are too few jobs: split them, into as many
         # jobs for every thread (the jobs cost about the same)
         split = -(-JOBS_PER_THREAD * threads // jobs)
         while split * jobs % threads:
             split += 1
-        if fh * fw * cig > n * oh * ow:  # a gradient larger than dy: split the blocks of
-            # output channels (a sum of slabs would cost more than the work: DCGAN 4x4x1024's
-            # 52 MB)
+        if not depthwise and fh * fw * cig > n * oh * ow:  # a gradient larger than dy: split
+            # the blocks of output channels (a sum of slabs would cost more than the work:
+            # DCGAN 4x4x1024's 52 MB)
             chunks = min(blocks, split)
             chunks = -(-blocks // -(-blocks // chunks))  # none empty
         else:  # split the pixel sum into slabs, each with its own part of the result
             slabs = min(n_rows, split)
     rows_per_slab = -(-n_rows // slabs)
     slabs = -(-n_rows // rows_per_slab)
+    head = (c, *stride, *dilation, groups, rows_per_slab)
+    if depthwise:
+        return FilterGradPlan(out_shape, slabs, frame, np.array(head, np.int64), threads, slabs,
+                              False, True)
+    padded_groups = cog % block != 0
     d_g = blocks * block if padded_groups else cog
-    meta = np.array((c, stride[0], stride[1], dilation[0], dilation[1], groups, rows_per_slab,
-                     d_g, block, FILTER_GRAD_ACC_BYTES, chunks), np.int64)
+    meta = np.array((*head, d_g, block, FILTER_GRAD_ACC_BYTES, chunks), np.int64)
     return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs * jobs * chunks,
                           padded_groups, False)
 
