@@ -8,7 +8,7 @@
 """
 
 from . import functional
-from ._engine import warmup
+from ._warmup import warmup
 from .api import conv2d, conv2d_backprop_filter, conv2d_backprop_input, conv2d_transpose
 from .sizes import conv_output_size, transpose_output_sizes
 

@@ -14,12 +14,10 @@ padding of the convolution's input.
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import types
 
 from . import _args, _jit
 from ._kernels import copies, correlate, depthwise, outer, parallel
@@ -640,45 +638,3 @@ def conv2d_filter_grad(x, dy, kernel_hw, stride, dilation, pad, groups, threads)
                             _threads_for(threads, macs))
     return filter_grad_run(plan, x, dy)
 
-
-# --- ahead-of-time compilation -------------------------------------------------------------------
-
-
-def warmup(dtypes=("float32", "float64")) -> dict[str, float]:
-    """Compile (or load from the on-disk cache) every kernel for ``dtypes``.
-
-    Compiles by explicit signature: exactly the specialisations the operations call.
-
-    Parameters
-    ----------
-    dtypes : sequence of {"float32", "float64"}
-
-    Returns
-    -------
-    dict
-        Seconds spent per dtype (compiling, or loading from the cache).
-    """
-    timings = {}
-    i64 = types.int64
-    ints = types.Array(i64, 1, "C")
-    for name in dtypes:
-        dtype = np.dtype(name)
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"warmup dtypes must be 'float32' or 'float64'; got {name!r}")
-        f = types.float32 if dtype == np.float32 else types.float64
-        start = time.perf_counter()
-        correlate_args = (types.Array(f, 3, "C"), types.Array(f, 1, "C"), types.Array(f, 4, "C"),
-                          types.Array(i64, 2, "C"), ints, ints, types.Array(f, 1, "C"))
-        grad_args = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"), ints)
-        pad_args = (types.Array(f, 4, "C"), types.Array(f, 3, "C"), i64, i64)  # both layouts
-        pack_args = (types.Array(f, 1, "C"), ints, ints, types.Array(f, 1, "C"))
-        for serial, args in [*((k, correlate_args) for k in _CORRELATE.values()),
-                             (_filter_grad.filter_grad_serial, grad_args),
-                             (_filter_grad.depthwise_filter_grad_serial, grad_args),
-                             (copies.pad_serial, pad_args),
-                             (copies.pad_channels_first_serial, pad_args),
-                             (copies.pack_serial, pack_args)]:
-            serial.compile((*args, i64, i64))
-            parallel.run_jobs.compile((i64, i64, types.BaseTuple.from_types(args)))
-        timings[dtype.name] = time.perf_counter() - start
-    return timings

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 
 import numba
 import numpy as np
+from numba.core.caching import Cache
+from numba.core.dispatcher import Dispatcher
 
 logger = logging.getLogger("numbadeconv")
 
@@ -45,13 +47,16 @@ def kernel(*, parallel: bool = False, internal: bool = False) -> Callable:
 
     Lazy compilation, ``cache=True`` where a cache location is writable (falling back to an
     in-memory compile, with a DEBUG log record, where it is not). ``internal`` functions are
-    called from other kernels only: they get no Python wrapper (less to compile).
+    called from other kernels only: they get no Python wrapper (less to compile), and no cache
+    of their own: their code is linked into each kernel that calls them, whose cache entry holds
+    it, and processes compiling different kernels at once (:func:`numbadeconv.warmup`) would
+    otherwise write the same helper's cache files (Numba does not lock them).
     """
     options = dict(nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
                    no_cpython_wrapper=internal, no_cfunc_wrapper=internal)
 
     def decorate(func: Callable) -> Callable:
-        if CACHE_ENABLED:
+        if CACHE_ENABLED and not internal:
             try:
                 return numba.njit(cache=True, **options)(func)
             except RuntimeError as exc:  # "cannot cache function ...: no locator available"
@@ -59,6 +64,24 @@ def kernel(*, parallel: bool = False, internal: bool = False) -> Callable:
         return numba.njit(**options)(func)
 
     return decorate
+
+
+def on_disk(dispatcher: Dispatcher, signature: tuple) -> bool | None:
+    """Whether Numba's on-disk cache holds ``dispatcher``'s code for ``signature`` (as compiled).
+
+    None when ``dispatcher`` is not cached on disk. (Numba has no public query: this reads its
+    cache index as its own loader does; any failure reads as not cached.)
+    """
+    cache = getattr(dispatcher, "_cache", None)
+    if not isinstance(cache, Cache):
+        return None
+    try:
+        key = cache._index_key(signature, dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception as exc:  # a changed Numba internal: compile instead
+        logger.debug("numbadeconv: cannot read the cache index of %s: %s",
+                     dispatcher.py_func.__name__, exc)
+        return False
 
 
 # --- threads ------------------------------------------------------------------------------------

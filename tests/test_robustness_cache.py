@@ -181,3 +181,31 @@ def test_shared_cache_dir_written_by_several_processes_at_once(tmp_path):
 @pytest.mark.slow
 def test_shared_cache_dir_many_processes_all_kernels(tmp_path):
     _concurrent(tmp_path, 6, SLOW_PROBLEMS, ("np.float32", "np.float64"))
+
+
+WARMUP_SCRIPT = """
+import numpy as np
+import numbadeconv as nd
+from numbadeconv import _warmup
+
+assert nd.warmup(("float32",), processes=2).keys() == {"float32"}
+units = _warmup._units(np.dtype("float32"))
+misses = [d.py_func.__name__ for d, _ in units if d.stats.cache_misses]
+print("misses", misses, "hits", sum(len(d.stats.cache_hits) for d, _ in units),
+      "signatures", sum(len(signatures) for _, signatures in units))
+"""
+
+
+def test_warmup_compiles_in_worker_processes(tmp_path):
+    """Workers compile every kernel into the cache; this process only loads them.
+
+    The working directory holds a package of the same name that cannot be imported: the workers
+    import the parent's package all the same.
+    """
+    decoy = tmp_path / "numbadeconv"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy package was imported')\n")
+    env = child_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBADECONV_DISABLE_CACHE=None)
+    out = check_child(run_child(WARMUP_SCRIPT, env=env, timeout=300, cwd=tmp_path))
+    n_signatures = int(out.split("signatures")[1])
+    assert f"misses [] hits {n_signatures}" in out, out
