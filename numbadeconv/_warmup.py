@@ -79,6 +79,7 @@ def _serve(dtype_name: str) -> None:
 
 
 def _usable_cores() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -138,7 +139,7 @@ def warmup(dtypes: Sequence[str] = ("float32", "float64"),
 
     Parameters
     ----------
-    dtypes : sequence of {"float32", "float64"}
+    dtypes : {"float32", "float64"} or a sequence of them (or of the NumPy dtypes)
     processes : int, optional
         Most processes compiling at once. Default: one per core this process may run on.
         1 compiles everything in this process. Without a writable on-disk cache
@@ -154,9 +155,14 @@ def warmup(dtypes: Sequence[str] = ("float32", "float64"),
             raise TypeError(f"processes must be None or a positive int; got {processes!r}")
         if processes < 1:
             raise ValueError(f"processes must be at least 1; got {processes}")
+    if isinstance(dtypes, (str, np.dtype, type)):  # one dtype
+        dtypes = (dtypes,)
     checked = []
     for name in dtypes:
-        dtype = np.dtype(name)
+        try:
+            dtype = np.dtype(name)
+        except TypeError:  # not a dtype at all
+            dtype = None
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"warmup dtypes must be 'float32' or 'float64'; got {name!r}")
         checked.append(dtype)

@@ -18,10 +18,15 @@ def test_bad_processes(processes, error):
         nd.warmup(("float32",), processes=processes)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "float16", "complex64"])
+@pytest.mark.parametrize("dtype", ["int8", "float16", "complex64", "no such dtype"])
 def test_bad_dtypes(dtype):
     with pytest.raises(ValueError, match="'float32' or 'float64'"):
         nd.warmup((dtype,))
+
+
+@pytest.mark.parametrize("dtypes", ["float64", np.float64, np.dtype("float64"), ["float64"]])
+def test_one_dtype_or_a_sequence(dtypes):
+    assert set(nd.warmup(dtypes, processes=1)) == {"float64"}
 
 
 def test_warmup_compiles_what_the_operations_call():
