@@ -67,8 +67,9 @@ def kernel(*, parallel: bool = False, internal: bool = False) -> Callable:
 
 
 def on_disk(dispatcher: Dispatcher, signature: tuple) -> bool | None:
-    """Whether Numba's on-disk cache holds ``dispatcher``'s code for ``signature`` (as compiled).
+    """Whether Numba's on-disk cache holds ``dispatcher``'s code for ``signature``.
 
+    ``signature``: as passed to ``dispatcher.compile`` (the cache keys on it as given).
     None when ``dispatcher`` is not cached on disk. (Numba has no public query: this reads its
     cache index as its own loader does; any failure reads as not cached.)
     """
