@@ -75,8 +75,18 @@ ROW_BLOCK_BYTES = 1024 * 1024
 #: ... unless that leaves fewer than this many jobs per thread.
 JOBS_PER_THREAD = 4
 
-#: Kernels that read the source unpadded, skipping the taps outside it (no padded copy).
+#: Kernels that read the source unpadded, skipping the taps outside it (no padded copy) ...
 UNPADDED_KINDS = ("depthwise", "rowwise")
+
+#: ... and the outer-product kernel, where a call does at most this many multiply-adds per source
+#: element: then the padded copy (memory-bound: it does not get faster with threads) costs more
+#: than the kernel loses by splitting every job's pixels at the source's edges, which it must do
+#: to read inside the source only. Time unpadded over padded, 2 threads (multiply-adds per
+#: source element): ResNet 3x3 56x56x64 (576) 0.96-0.97, few-channel and small decoder layers
+#: (72-128) 0.82-0.88, 3x3 on 8x8 to 28x28 (288-1152) 0.91-0.97; k4 s2 transposes 16x16x128
+#: (1024) 0.97, 16x16x256 (2048) 1.02; 3x3 of 256 channels (2304) 0.97; k5 s2 DCGAN transposes
+#: on 16x16 (3200) 1.03-1.11, on 8x8 and 4x4 (6400, 12800) 1.01-1.03, FCN k64 s32 1.03.
+OUTER_UNPADDED_MACS = 1536
 
 #: The depthwise kernel's weight tiles hold about this many elements (a multiple of the channels).
 DEPTHWISE_TILE = 1024
@@ -307,10 +317,13 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
                 w_start += index.size
         weight_index = np.concatenate(packed)
     top_left = (0, 0) if frame is None else frame[:2]
-    if kind in UNPADDED_KINDS:
+    src_size = out_shape[0] * src_hw[0] * src_hw[1] * n_ch
+    unpadded = kind in UNPADDED_KINDS or (kind == "outer"
+                                          and macs <= OUTER_UNPADDED_MACS * src_size)
+    if unpadded:
         frame = None
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
-            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0, block, *src_hw)
+            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0, block, *src_hw, int(unpadded))
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,

@@ -158,26 +158,56 @@ def test_outer_bias_where_only_padding_is_read(cin, mode):
     np.testing.assert_array_equal(y[:, :, 0], np.broadcast_to(b[:, None], (2, 20, 12)))
 
 
+def _plans(name, cached=True):
+    """The engine's plans of case ``name``'s conv2d and of its transpose (``cached``: memoised)."""
+    x_shape, w_shape, stride, padding, dilation = CASES[name]
+    groups = x_shape[3] // w_shape[2]
+    (oh, pt, _), (ow, pl, _) = (
+        nd.sizes.window(x_shape[1 + axis], w_shape[axis], stride,
+                        padding if isinstance(padding, str) else tuple(padding[1 + axis]),
+                        dilation) for axis in (0, 1))
+    conv, transpose = _engine.plan_conv2d, _engine.plan_input_grad
+    if not cached:
+        conv, transpose = conv.__wrapped__, transpose.__wrapped__
+    return (conv(x_shape, w_shape, (stride,) * 2, (dilation,) * 2, (pt, pl), (oh, ow), groups),
+            transpose((x_shape[0], oh, ow, w_shape[3]), w_shape, x_shape[1:3], (stride,) * 2,
+                      (dilation,) * 2, (pt, pl), groups))
+
+
 def test_cases_cover_every_kernel():
     kinds = set()
-    for x_shape, w_shape, stride, padding, dilation in CASES.values():
-        if not isinstance(padding, str):
-            continue
-        groups = x_shape[3] // w_shape[2]
-        oh = nd.conv_output_size(x_shape[1], w_shape[0], stride, padding, dilation)
-        ow = nd.conv_output_size(x_shape[2], w_shape[1], stride, padding, dilation)
-        _, pt, _ = nd.sizes.window(x_shape[1], w_shape[0], stride, padding, dilation)
-        _, pl, _ = nd.sizes.window(x_shape[2], w_shape[1], stride, padding, dilation)
-        for plan in (
-            _engine.plan_conv2d(x_shape, w_shape, (stride,) * 2, (dilation,) * 2, (pt, pl),
-                                (oh, ow), groups),
-            _engine.plan_input_grad((x_shape[0], oh, ow, w_shape[3]), w_shape, x_shape[1:3],
-                                    (stride,) * 2, (dilation,) * 2, (pt, pl), groups),
-        ):
+    for name in CASES:
+        for plan in _plans(name):
             kinds.add((plan.kind, int(plan.meta[17]) if plan.kind == "outer"
                        else plan.weight_index is None))
     assert {("outer", 16), ("outer", 8), ("tiled", True), ("tiled", False), ("depthwise", False),
             ("rowwise", False), ("fill", True)} <= kinds
+
+
+@pytest.mark.parametrize("unpadded", [False, True])
+@pytest.mark.parametrize("name", [name for name in CASES if name.startswith("outer")])
+def test_outer_reads_padded_or_unpadded_source(name, unpadded, mode, monkeypatch):
+    # the outer-product kernel reads the source unpadded (splitting every job's pixels at its
+    # edges) or its padded copy (merging segments where that is cheaper), by the call's work
+    monkeypatch.setattr(_engine, "OUTER_UNPADDED_MACS", 10**9 if unpadded else -1)
+    x_shape, w_shape, stride, padding, dilation = CASES[name]
+    conv, transpose = _plans(name, cached=False)
+    assert conv.kind == transpose.kind == "outer"
+    assert conv.meta[20] == transpose.meta[20] == unpadded
+    if unpadded:
+        assert conv.frame is None and transpose.frame is None
+    rng = np.random.default_rng(len(name))
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    y = _engine.correlate_run(conv, x, w, None, threads)
+    np.testing.assert_allclose(y, reference_conv2d(x, w, stride, padding, dilations=dilation),
+                               rtol=1e-10, atol=1e-10)
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(
+        _engine.correlate_run(transpose, dy, w, None, threads),
+        reference_conv2d_transpose(dy, w, x_shape, stride, padding, dilations=dilation),
+        rtol=1e-10, atol=1e-10)
 
 
 # The depthwise kernel's own paths: vector runs of four rows (3x3, stride 1), two rows (3x3 with a

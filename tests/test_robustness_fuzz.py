@@ -283,10 +283,11 @@ HUGE_REQUESTS = {
 }
 HUGE_GEOMETRY = {
     # a zero-padded copy of the input larger than memory (the channel-rich kernel reads a padded
-    # copy): refused before allocating
-    "padding, conv2d": f"nd.conv2d({F32.format((1, 1, 1, 64))}, {F32.format((1, 1, 64, 64))},"
+    # copy where a call does much work per input element: here 9 x 4096 multiply-adds): refused
+    # before allocating
+    "padding, conv2d": f"nd.conv2d({F32.format((1, 1, 1, 64))}, {F32.format((1, 1, 64, 4096))},"
                        " strides=10**6, padding=[[0, 0], [10**6, 10**6], [10**6, 10**6], [0, 0]])",
-    "dilation, conv2d": f"nd.conv2d({F32.format((1, 4, 4, 64))}, {F32.format((2, 2, 64, 64))},"
+    "dilation, conv2d": f"nd.conv2d({F32.format((1, 4, 4, 64))}, {F32.format((2, 2, 64, 4096))},"
                         " strides=1, padding='SAME', dilations=10**9)",
     "padding, backprop_filter": f"nd.conv2d_backprop_filter({F32.format((1, 1, 1, 1))}, "
                                 f"[1, 1, 1, 1], {F32.format((1, 3, 3, 1))}, strides=10**6, "
@@ -321,19 +322,21 @@ def test_huge_geometry_fails_fast(what):
     _fail_fast(HUGE_GEOMETRY[what])
 
 
-@pytest.mark.parametrize("channels", [1, 8])  # the row-wise and the depthwise kernel
-def test_huge_geometry_of_few_channels_returns_promptly(channels):
+# the row-wise, the depthwise and the outer-product kernel (little work per input element)
+@pytest.mark.parametrize(("channels", "per_group"), [(1, 1), (8, 1), (64, 64)])
+def test_huge_geometry_of_little_work_returns_promptly(channels, per_group):
     # these kernels read the input unpadded: no copy, and the few taps inside it are found
     out = check_child(run_child(
         "import numpy as np, numbadeconv as nd\n"
-        f"x, w = np.ones((1, 4, 4, {channels}), np.float32), np.full((2, 2, 1, {channels}), 2, "
-        "np.float32)\n"
+        f"x, w = np.ones((1, 4, 4, {channels}), np.float32), np.full((2, 2, {per_group}, "
+        f"{channels}), 2, np.float32)\n"
         "y = nd.conv2d(x[:, :1, :1], w[:1, :1], strides=10**6, "
         "padding=[[0, 0], [10**6, 10**6], [10**6, 10**6], [0, 0]])\n"
         "print(y.shape, float(y.sum()), float(y[0, 1, 1, 0]))\n"
         "y = nd.conv2d(x, w, strides=1, padding='SAME', dilations=10**9)\n"
         "print(y.shape, float(np.abs(y).sum()))\n", timeout=60))
-    assert f"(1, 3, 3, {channels}) {2.0 * channels} 2.0" in out, out
+    assert (f"(1, 3, 3, {channels}) {2.0 * channels * per_group} {2.0 * per_group}"
+            in out), out
     assert f"(1, 4, 4, {channels}) 0.0" in out, out
 
 

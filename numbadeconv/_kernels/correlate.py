@@ -21,14 +21,15 @@ offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap 
 adjacent columns and their weights adjacent too, so that the taps x channels of one output pixel
 are one contiguous span of ``src`` and of ``weights``). ``meta`` (int64) is
 ``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes, top, left, tile, images,
-chunk, channels_first, block, height, width]``: each job computes ``rows`` consecutive rows
-(block ``b`` of ``n_blocks``) of one phase of one image; ``w_co`` and ``w_g`` are the tiled
-kernel's weight strides between output channels and between groups, ``w_bytes`` the size of the
-block of weights it keeps in cache while sweeping a row block's pixels; ``top``, ``left``,
-``height`` and ``width`` where the source itself lies in the zero-padded frame that the tap
-offsets assume (the frame is ``src`` for the padded kernels; the kernels that read ``src``
-unpadded skip the taps outside it, the outer-product kernel the runs that read only zeros),
-``tile`` the depthwise kernel's weight tile length, ``images``, ``chunk`` and ``block`` the
+chunk, channels_first, block, height, width, unpadded]``: each job computes ``rows``
+consecutive rows (block ``b`` of ``n_blocks``) of one phase of one image; ``w_co`` and ``w_g``
+are the tiled kernel's weight strides between output channels and between groups, ``w_bytes``
+the size of the block of weights it keeps in cache while sweeping a row block's pixels; ``top``,
+``left``, ``height`` and ``width`` where the source itself lies in the zero-padded frame that
+the tap offsets assume, ``unpadded`` 1 when ``src`` is the source itself rather than that frame
+(always for the depthwise and row-wise kernels, which skip the taps outside it; the
+outer-product kernel skips the runs that read only zeros in either), ``tile`` the depthwise
+kernel's weight tile length, ``images``, ``chunk`` and ``block`` the
 outer-product kernel's images and channel blocks per job and output channels per block
 (:mod:`.outer`), ``channels_first`` the layout of ``dst``.
 

@@ -20,12 +20,14 @@ NHWC result, end in the result itself; no horizontal sum is needed. LLVM does no
 schedule from scalar code (it vectorises the reduction loop instead), so :func:`_outer_runs`
 writes it in LLVM IR.
 
-Taps that read the zero padding of ``src`` only (``meta[11]``, ``[12]``, ``[18]`` and ``[19]``
-say where the source lies in it) are skipped: a job's pixels go in segments of the rows and
+Taps that read the zero padding only (``meta[11]``, ``[12]``, ``[18]`` and ``[19]`` say where
+the source lies in the padded frame) are skipped: a job's pixels go in segments of the rows and
 columns whose taps read inside the same range of row and column taps (:func:`_tap_ranges`),
 each segment in tiles of its own that run only those taps (of merged runs, only those columns'
 elements), where that saves more than the segments' partial tiles cost (:func:`_segments_cost`).
-Small images lose most to padding (a 4x4x1024 DCGAN transpose: 28 % of its taps).
+Small images lose most to padding (a 4x4x1024 DCGAN transpose: 28 % of its taps). When
+``meta[20]`` is 1, ``src`` is the source itself, not the padded frame, and the pixels are always
+split so: no tile reads outside it (no padded copy of the input).
 """
 
 import numpy as np
@@ -325,6 +327,9 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     w_block, w_group = meta[8], meta[9]
     top, left, height, width = meta[11], meta[12], meta[18], meta[19]
+    unpadded = meta[20] != 0
+    # where the frame's row and column 0 lie in src: (0, 0) in the padded frame itself
+    origin_row, origin_col = (top, left) if unpadded else (0, 0)
     cig = n_ch // groups
     d_flat = dst.reshape(-1)
     _, n_cols, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
@@ -358,9 +363,10 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         # (np.int64: with a literal 0, Numba would compile _tap_ranges a second time for it)
         n_cc = _tap_ranges(toffs, phases[p, TW], nu, np.int64(0), nq, ssw, left, width, q_ranges)
         # rows and columns split into those runs where that saves more work than the segments'
-        # partial tiles cost, else kept as one run (reading the taps that any of them reads)
+        # partial tiles cost, else kept as one run (reading the taps that any of them reads);
+        # always split when src is unpadded: the merged runs would read outside it
         least, best = -1, 0
-        for option in range(4):  # split rows and columns, rows only, columns only, neither
+        for option in range(1 if unpadded else 4):  # split both, rows only, columns only, neither
             m_first, n_r = (0, n_rc) if option < 2 else (n_rc + 1, 1)
             q_first, n_c = (0, n_cc) if option % 2 == 0 else (n_cc + 1, 1)
             cost = _segments_cost(m_ranges, m_first, n_r, q_ranges, q_first, n_c, n_hi - n_lo,
@@ -380,7 +386,8 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             seg_tiles[s] = i // n_pix
             for n in range(n_lo, n_hi):
                 for m in range(m_ranges[0, rc], m_ranges[0, rc + 1]):
-                    x_row = (n * src.shape[1] + m * ssh) * src.shape[2]
+                    x_row = ((n * src.shape[1] + m * ssh - origin_row) * src.shape[2]
+                             - origin_col * n_ch)
                     d_row = n * s_img + (phases[p, R0] + m * rs) * s_row + phases[p, C0] * s_col
                     for q in range(q_ranges[0, cc], q_ranges[0, cc + 1]):
                         base[np.uint64(i)] = x_row + q * ssw * n_ch  # unsigned: no wraparound
