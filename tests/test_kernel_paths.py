@@ -213,10 +213,10 @@ def test_outer_reads_padded_or_unpadded_source(name, unpadded, mode, monkeypatch
 # The depthwise kernel's own paths: vector runs of four rows (3x3, stride 1), two rows (3x3 with a
 # stride or dilation) or eight rows (other windows), whose last channel vector overlaps the one
 # before (channels not a multiple of the lanes); one row at a time (fewer channels than a vector,
-# rows near the top and bottom: 9, 3 and 1 taps per pass) over split source rows (column stride
-# > 1); rows longer than a weight tile, edge pixels, rows and pixels that no tap reaches, a
-# channel multiplier (row buffer), and transposes (output column stride > 1); in float64 (4
-# lanes) and float32 (8 lanes).
+# rows near the top and bottom: four vectors, one vector, then single elements at a time) over
+# split source rows (column stride > 1); rows longer than a weight tile, edge pixels, rows and
+# pixels that no tap reaches, a channel multiplier (row buffer), and transposes (output column
+# stride > 1); in float64 (4 lanes) and float32 (8 lanes).
 DEPTHWISE = [
     # (x shape, kernel, multiplier, stride, dilation, padding)
     ((2, 11, 9, 5), 3, 1, 1, 1, "SAME"),

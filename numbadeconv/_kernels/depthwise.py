@@ -20,9 +20,10 @@ The same jobs and phase table as :mod:`numbadeconv._kernels.correlate` (read its
   and each source vector loaded once for every row that reads it; for other windows
   (:func:`_window_any`) eight rows, each tap's weight vector loaded once for all of them. Edge
   pixels take runs of their own, their outside taps given zero weights.
-- Other rows (rows near the top and bottom, fewer channels than a vector) are summed in
-  vectorised passes over ``L`` elements, up to 9 taps per pass, over the pixels where every
-  column tap reads inside ``src``; their edge pixels take their taps one by one.
+- Other rows (rows near the top and bottom, fewer channels than a vector) are summed along the
+  row in explicit vectors as well (:func:`_row_taps`: four vectors at a time, all taps
+  innermost), over the pixels where every column tap reads inside ``src``; their edge pixels
+  each with the taps that read inside.
 - A source column stride ``ssw > 1`` makes a row's pixels non-contiguous. The vector runs step
   over them (``ssw*C`` elements per pixel); for the single rows, the source rows that a row
   needs are first split into column phases (pixel ``p`` to phase ``p % ssw``, position
@@ -55,75 +56,111 @@ def _fill(a, ao, b, e):
         a[ao + i] = b[i]
 
 
-@kernel(internal=True)
-def _add9(a, ao, x, x0, x1, x2, x3, x4, x5, x6, x7, x8, w, w0, w1, w2, w3, w4, w5, w6, w7, w8,
-          e):
-    """``a[ao + i] += sum_k x[x_k + i] * w[w_k + i]`` for ``i < e`` (9 taps)."""
-    for i in range(np.uint64(e)):
-        a[ao + i] += (x[x0 + i] * w[w0 + i] + x[x1 + i] * w[w1 + i] + x[x2 + i] * w[w2 + i]
-                      + x[x3 + i] * w[w3 + i] + x[x4 + i] * w[w4 + i] + x[x5 + i] * w[w5 + i]
-                      + x[x6 + i] * w[w6 + i] + x[x7 + i] * w[w7 + i] + x[x8 + i] * w[w8 + i])
+@intrinsic
+def _row_taps(typingctx, a, ao, b, x, xo, w, wo, wj, n_taps, first, end):
+    """``a[ao + i] = b[i - s] + sum_k x[xo[k] + i] * w[wo[k] + wj + i - s]``, ``first <= i < end``.
 
-
-@kernel(internal=True)
-def _add3(a, ao, x, x0, x1, x2, w, w0, w1, w2, e):
-    """``a[ao + i] += sum_k x[x_k + i] * w[w_k + i]`` for ``i < e`` (3 taps)."""
-    for i in range(np.uint64(e)):
-        a[ao + i] += x[x0 + i] * w[w0 + i] + x[x1 + i] * w[w1 + i] + x[x2 + i] * w[w2 + i]
-
-
-@kernel(internal=True)
-def _add1(a, ao, x, x0, w, w0, e):
-    """``a[ao + i] += x[x0 + i] * w[w0 + i]`` for ``i < e``."""
-    for i in range(np.uint64(e)):
-        a[ao + i] += x[x0 + i] * w[w0 + i]
-
-
-@kernel(internal=True)
-def _interior(a, ao, b, x, xo, w, wo, wj, n_taps, first, end, xs, ws):
-    """``a[ao + i] = b[i % L] + sum_k x[xo[k] + i] * w[wo[k] + wj + i % L]``, ``first <= i < end``.
-
-    ``L = len(b)``; ``first`` is a multiple of the channel count (the tiles' period), and every
-    tap is in bounds over the range. The taps go 9, then 3, then 1 at a time; the slots of a
-    group past the last tap read the last tap's source and multiply it by ``w[0:L]``, zeros.
-    ``xs`` and ``ws`` (uint64, 9 each) hold a group's offsets.
+    ``s`` is the start of ``i``'s chunk: ``first``, ``first + L``, ... (``L = len(b)``, the
+    weight tiles' length); ``first`` is a multiple of the channel count (the tiles' period), and
+    every tap ``k < n_taps`` (offsets ``xo`` and ``wo``, int64) is in bounds over the range. In
+    explicit vectors (LLVM IR, which compiles in a fraction of the time of the loops LLVM
+    vectorises itself): four at a time with the taps innermost, then one, then single elements.
     """
-    tile = b.shape[0]
-    for s in range(first, end, tile):
-        e = min(tile, end - s)
-        out = np.uint64(ao + s)
-        _fill(a, out, b, e)
-        k = 0
-        while k < n_taps:
-            size = 9 if n_taps - k >= 7 else (3 if n_taps - k >= 2 else 1)
-            for slot in range(size):
-                xs[slot] = xo[min(k + slot, n_taps - 1)] + s
-                ws[slot] = wo[k + slot] + wj if k + slot < n_taps else 0
-            if size == 9:
-                _add9(a, out, x, xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7], xs[8],
-                      w, ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7], ws[8], e)
-            elif size == 3:
-                _add3(a, out, x, xs[0], xs[1], xs[2], w, ws[0], ws[1], ws[2], e)
-            else:
-                _add1(a, out, x, xs[0], w, ws[0], e)
-            k += size
+    sig = types.void(a, ao, b, x, xo, w, wo, wj, n_taps, first, end)
+
+    def codegen(context, builder, signature, args):
+        a_a, ao_v, b_a, x_a, xo_a, w_a, wo_a, wj_v, n_taps_v, first_v, end_v = args
+        arg = signature.args
+        v = simd.Vectors(context, builder, arg[0].dtype)
+        scalar = v.type.element
+        scalar_fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(scalar, [scalar] * 3),
+            f"llvm.fma.{'f32' if arg[0].dtype == types.float32 else 'f64'}")
+        tile = builder.extract_value(
+            cgutils.create_struct_proxy(arg[2])(context, builder, value=b_a).shape, 0)
+        a_p, b_p = v.at(v.data(a_a, arg[0]), ao_v), v.data(b_a, arg[2])
+        x_p, xo_p = v.data(x_a, arg[3]), v.data(xo_a, arg[4])
+        w_p, wo_p = v.at(v.data(w_a, arg[5]), wj_v), v.data(wo_a, arg[6])
+        i64 = simd.I64
+
+        def elements(count, width, start, s, e):
+            """Elements ``start`` on of the ``e`` of chunk ``s``, ``count`` x ``width`` at a time.
+
+            Returns where the next call starts.
+            """
+            def load(pointer, offset):
+                return v.load(pointer, offset) if width > 1 else builder.load(v.at(pointer, offset))
+
+            def fma(p, q, r):
+                return v.fma(p, q, r) if width > 1 else builder.call(scalar_fma, [p, q, r])
+
+            step = ir.Constant(i64, count * width)
+            n_steps = builder.sdiv(builder.sub(e, start), step)
+            with cgutils.for_range(builder, n_steps) as loop:
+                i = builder.add(start, builder.mul(loop.index, step))  # within the chunk
+                offsets = [builder.add(i, ir.Constant(i64, width * c)) for c in range(count)]
+                slots = [cgutils.alloca_once_value(builder, load(b_p, o)) for o in offsets]
+                x_i = v.at(x_p, builder.add(s, i))
+                w_i = v.at(w_p, i)
+                with cgutils.for_range(builder, n_taps_v) as taps:
+                    x_k = v.at(x_i, builder.load(builder.gep(xo_p, [taps.index])))
+                    w_k = v.at(w_i, builder.load(builder.gep(wo_p, [taps.index])))
+                    for c, slot in enumerate(slots):
+                        o = ir.Constant(i64, width * c)
+                        builder.store(fma(load(x_k, o), load(w_k, o), builder.load(slot)), slot)
+                out = v.at(a_p, builder.add(s, i))
+                for c, slot in enumerate(slots):
+                    value = builder.load(slot)
+                    at = v.at(out, ir.Constant(i64, width * c))
+                    if width == 1:
+                        builder.store(value, at)
+                    else:
+                        v.store(value, at)
+            return builder.add(start, builder.mul(n_steps, step))
+
+        with cgutils.for_range_slice(builder, first_v, end_v, tile) as (s, _):
+            rest = builder.sub(end_v, s)
+            e = builder.select(builder.icmp_signed("<", rest, tile), rest, tile)
+            done = elements(4, v.lanes, ir.Constant(i64, 0), s, e)
+            done = elements(1, v.lanes, done, s, e)
+            elements(1, 1, done, s, e)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @kernel(internal=True)
-def _edges(a, ao, n_ch, b, x, xo, w, wo, wj, n_taps, q_lo, q_hi, qa, qb, nq):
+def _check_row_taps(a, ao, b, x, xo, w, wo, wj, n_taps, first, end):
+    """Raise IndexError unless every element that a :func:`_row_taps` call touches is in bounds."""
+    span = min(b.shape[0], end - first)  # of a chunk: weights and bias
+    ok = first >= end or (0 <= ao + first and ao + end <= a.shape[0] and 0 <= first
+                          and n_taps <= xo.shape[0] and n_taps <= wo.shape[0])
+    for k in range(n_taps if first < end else 0):
+        ok = ok and 0 <= xo[k] + first and xo[k] + end <= x.shape[0]
+        ok = ok and 0 <= wo[k] + wj and wo[k] + wj + span <= w.shape[0]
+    if not ok:
+        raise IndexError("depthwise kernel: a row would read or write out of bounds")
+
+
+@kernel(internal=True)
+def _edges(a, ao, n_ch, b, x, xo, w, wo, wj, n_taps, q_lo, q_hi, qa, qb, nq, xs, ws):
     """Pixels below ``qa`` and from ``qb`` to ``nq`` of the row at ``a[ao:]`` (``[nq, n_ch]``).
 
-    One tap at a time, as :func:`_interior`; tap ``k`` (column tap ``k % len(q_lo)``) reads
-    inside the source for pixels ``q_lo`` to ``q_hi`` only.
+    As :func:`_row_taps`, pixel by pixel with the taps that read inside the source: tap ``k``
+    (column tap ``k % len(q_lo)``) does for pixels ``q_lo`` to ``q_hi`` only. ``xs`` and ``ws``
+    (int64, ``n_taps`` each): scratch for a pixel's taps.
     """
     nu = q_lo.shape[0]
     for i in range(qa + nq - qb):
         q = i if i < qa else qb + i - qa
-        out = np.uint64(ao + q * n_ch)
-        _fill(a, out, b, n_ch)
+        n = 0
         for k in range(n_taps):
             if q_lo[k % nu] <= q < q_hi[k % nu]:
-                _add1(a, out, x, np.uint64(xo[k] + q * n_ch), w, np.uint64(wo[k] + wj), n_ch)
+                xs[n], ws[n] = xo[k], wo[k]
+                n += 1
+        if CHECK_BOUNDS:
+            _check_row_taps(a, ao, b, x, xs, w, ws, wj, n, q * n_ch, (q + 1) * n_ch)
+        _row_taps(a, ao, b, x, xs, w, ws, wj, n, q * n_ch, (q + 1) * n_ch)
 
 
 @kernel(internal=True)
@@ -447,8 +484,8 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         xo = np.empty((8, nt * nu), np.int64)
         wo = np.empty(nt * nu, np.int64)
         a_off = np.empty(8, np.int64)
-        slot_x = np.empty(9, np.uint64)  # scratch for _interior
-        slot_w = np.empty(9, np.uint64)
+        slot_x = np.empty(nt * nu, np.int64)  # scratch for _edges
+        slot_w = np.empty_like(slot_x)
         run_a = np.empty(8, np.int64)  # scratch for _rows
         run_x = np.empty(max(6, 8 * nt), np.int64)
         run_c = np.empty(nu, np.int64)
@@ -499,10 +536,13 @@ def depthwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     _rows(a, a_off, n_rows, bias, j * tile, x_src, xo, c_src, ssw * n_ch, w_runs,
                           j * n_w * n_ch, n_ch, q_lo, q_hi, nq, nt, run_a, run_x, run_c, run_w)
                 else:
-                    _interior(a, a_off[0], b[j], x, xo[0], w, wo, w_j, n_taps, qa * n_ch,
-                              qb * n_ch, slot_x, slot_w)
+                    if CHECK_BOUNDS:
+                        _check_row_taps(a, a_off[0], b[j], x, xo[0], w, wo, w_j, n_taps,
+                                        qa * n_ch, qb * n_ch)
+                    _row_taps(a, a_off[0], b[j], x, xo[0], w, wo, w_j, n_taps, qa * n_ch,
+                              qb * n_ch)
                     _edges(a, a_off[0], n_ch, b[j], x, xo[0], w, wo, w_j, n_taps, q_lo, q_hi,
-                           qa, qb, nq)
+                           qa, qb, nq, slot_x, slot_w)
             if not direct:
                 for h in range(n_rows):
                     _store(d_flat, n * s_img + (phases[p, R0] + (m + h) * rs) * s_row
