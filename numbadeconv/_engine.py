@@ -121,8 +121,10 @@ def _launch(serial, threads: int, n_jobs: int, *args) -> None:
     """
     if threads > 1:
         address = parallel.address(serial, args)
+        # a copy of args that run_jobs reads (``stored`` holds it: alive until it returns)
+        stored, thunk, block = parallel.store(args)
         with _jit.parallel_launch(threads):
-            failed = parallel.run_jobs(address, n_jobs, args)
+            failed = parallel.run_jobs(thunk, address, block, n_jobs)
         if not failed:
             return
     serial(*args, 0, n_jobs)

@@ -40,9 +40,10 @@ _WORKER = ("import sys; sys.path.insert(0, sys.argv[2]); "
 def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
     """Every kernel with the signatures the operations call it with, for ``dtype``.
 
-    Longest compile first (measured on one dtype: the depthwise kernel 6-8 s, the outer-product
-    kernel ~5 s, the parallel loop's four signatures ~2.5 s, the others 0.5-2.5 s each), so that
-    the workers finish together.
+    Longest compile first (measured on one dtype: the depthwise kernel 5.5-8 s, the outer-product
+    kernel ~5 s, the other kernels 0.5-2.5 s each, the parallel loop ~0.7 s (one signature for
+    every kernel and dtype), its argument stores ~0.15 s per signature), so that the workers
+    finish together.
     """
     f = types.float32 if dtype == np.float32 else types.float64
     i64 = types.int64
@@ -60,7 +61,8 @@ def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
                (copies.pad_serial, pad_args)]
     launches = sorted({types.BaseTuple.from_types(args) for _, args in kernels}, key=str)
     units = [(serial, [(*args, i64, i64)]) for serial, args in kernels]
-    units.insert(2, (parallel.run_jobs, [(i64, i64, args) for args in launches]))
+    units[6:6] = [(parallel.run_jobs, [(i64, i64, i64, i64)]),
+                  (parallel.store, [(args,) for args in launches])]
     return units
 
 

@@ -375,7 +375,7 @@ from numbadeconv import _engine
 plan = _engine.plan_conv2d((1, 8, 8, 32), (3, 3, 32, 32), (1, 1), (1, 1), (1, 1), (8, 8), 1)
 assert plan.kind == "outer", plan.kind
 meta, n_jobs = _engine._blocked_meta(plan, {threads})
-x = np.zeros((1, 10, 10 * 32), np.float32)
+x = _engine._padded(np.zeros((1, 8, 8, 32), np.float32), plan.frame, 1)
 weights = np.zeros(9 * 32 * 32 - 16, np.float32)
 try:
     _engine._launch(_engine._CORRELATE["outer"], {threads}, n_jobs, x, weights,
