@@ -283,7 +283,7 @@ HUGE_REQUESTS = {
 }
 HUGE_GEOMETRY = {
     # a zero-padded copy of the input larger than memory (the channel-rich kernel reads a padded
-    # copy where a call does much work per input element: here 9 x 4096 multiply-adds): refused
+    # copy where a call does much work per input element: 4096 output channels here): refused
     # before allocating
     "padding, conv2d": f"nd.conv2d({F32.format((1, 1, 1, 64))}, {F32.format((1, 1, 64, 4096))},"
                        " strides=10**6, padding=[[0, 0], [10**6, 10**6], [10**6, 10**6], [0, 0]])",

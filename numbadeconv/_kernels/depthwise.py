@@ -63,8 +63,8 @@ def _row_taps(typingctx, a, ao, b, x, xo, w, wo, wj, n_taps, first, end):
     ``s`` is the start of ``i``'s chunk: ``first``, ``first + L``, ... (``L = len(b)``, the
     weight tiles' length); ``first`` is a multiple of the channel count (the tiles' period), and
     every tap ``k < n_taps`` (offsets ``xo`` and ``wo``, int64) is in bounds over the range. In
-    explicit vectors (LLVM IR, which compiles in a fraction of the time of the loops LLVM
-    vectorises itself): four at a time with the taps innermost, then one, then single elements.
+    explicit vectors (LLVM IR: it compiles faster than loops that LLVM vectorises itself): four
+    at a time with the taps innermost, then one, then single elements.
     """
     sig = types.void(a, ao, b, x, xo, w, wo, wj, n_taps, first, end)
 
@@ -133,7 +133,7 @@ def _row_taps(typingctx, a, ao, b, x, xo, w, wo, wj, n_taps, first, end):
 def _check_row_taps(a, ao, b, x, xo, w, wo, wj, n_taps, first, end):
     """Raise IndexError unless every element that a :func:`_row_taps` call touches is in bounds."""
     span = min(b.shape[0], end - first)  # of a chunk: weights and bias
-    ok = first >= end or (0 <= ao + first and ao + end <= a.shape[0] and 0 <= first
+    ok = first >= end or (0 <= ao + first and ao + end <= a.shape[0]
                           and n_taps <= xo.shape[0] and n_taps <= wo.shape[0])
     for k in range(n_taps if first < end else 0):
         ok = ok and 0 <= xo[k] + first and xo[k] + end <= x.shape[0]
@@ -147,8 +147,8 @@ def _edges(a, ao, n_ch, b, x, xo, w, wo, wj, n_taps, q_lo, q_hi, qa, qb, nq, xs,
     """Pixels below ``qa`` and from ``qb`` to ``nq`` of the row at ``a[ao:]`` (``[nq, n_ch]``).
 
     As :func:`_row_taps`, pixel by pixel with the taps that read inside the source: tap ``k``
-    (column tap ``k % len(q_lo)``) does for pixels ``q_lo`` to ``q_hi`` only. ``xs`` and ``ws``
-    (int64, ``n_taps`` each): scratch for a pixel's taps.
+    (column tap ``k % len(q_lo)``) reads inside for pixels ``q_lo`` to ``q_hi`` only. ``xs``
+    and ``ws`` (int64, ``n_taps`` each): scratch for a pixel's taps.
     """
     nu = q_lo.shape[0]
     for i in range(qa + nq - qb):
