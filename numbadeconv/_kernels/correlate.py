@@ -11,7 +11,7 @@ for ``m < M``, ``q < Q``, where ``src`` is ``[N, Hs, Ws*C]`` (an NHWC array with
 axes merged) and ``dst`` is ``[N, Hd, Wd, Cd]``, or ``[N, Cd, Hd, Wd]`` when ``meta[16]`` is 1
 (an NCHW result, written in place of a layout conversion). A convolution is one phase; a
 stride-``s`` transpose is ``s*s`` stride-1 phases, each with the taps that reach it. ``src`` is
-zero-padded so that every read is in bounds (except for the row-wise kernel, below); the phases
+zero-padded so that every read is in bounds (unless ``meta[20]`` says otherwise, below); the phases
 partition ``dst``, so every element is written exactly once (a phase with no taps writes the
 bias).
 
