@@ -19,8 +19,6 @@ for a job's buffers) so that the caller can run them again serially and raise th
 
 from __future__ import annotations
 
-import hashlib
-
 import numba
 import numpy as np
 from llvmlite import ir
@@ -39,13 +37,15 @@ _THUNK = ir.FunctionType(I64, [I64] * 4)
 
 
 def _thunk(context, module, args: types.BaseTuple) -> ir.Function:
-    """The thunk of serial kernels taking ``args`` (then ``first, last``), defined in ``module``."""
-    name = "numbadeconv_jobs_" + hashlib.sha1(str(args).encode()).hexdigest()
+    """The thunk of serial kernels taking ``args`` (then ``first, last``), defined in ``module``.
+
+    Internal to ``module``, which :func:`store` compiles for ``args`` alone: one name is enough.
+    """
     try:
-        return module.get_global(name)
+        return module.get_global("numbadeconv_jobs")
     except KeyError:
         pass
-    thunk = ir.Function(module, _THUNK, name)
+    thunk = ir.Function(module, _THUNK, "numbadeconv_jobs")
     thunk.linkage = "internal"
     builder = ir.IRBuilder(thunk.append_basic_block())
     address, block, first, last = thunk.args
