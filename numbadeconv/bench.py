@@ -368,7 +368,13 @@ def available_peers(names: list[str]) -> dict[str, Callable]:
 
 
 def _time_once(func: Callable[[], object], min_seconds: float = 0.02) -> float:
-    """Seconds per call, looping until ``min_seconds`` have passed."""
+    """Seconds per call, looping until ``min_seconds`` have passed, after one untimed call.
+
+    The untimed call takes what the first call after another library's (or after a pause) pays
+    alone: caches holding the other library's data, threads to wake, a clock to ramp up. Large
+    cases time a single call, which would otherwise include it.
+    """
+    func()
     calls, start = 0, time.perf_counter()
     while True:
         func()
@@ -427,11 +433,13 @@ def main(quick: bool = False, repeat: int = 7, threads: int | None = None,
         for f in funcs.values():  # warm-up: JIT compile, oneDNN primitive creation
             f()
         times = {k: [] for k in funcs}
+        order = list(funcs)
         for _ in range(repeat):
-            for k, f in funcs.items():
-                times[k].append(_time_once(f))
+            for k in order:
+                times[k].append(_time_once(funcs[k]))
                 if k == "numpy":
                     _let_blas_idle()
+            order.append(order.pop(0))  # each library in turn runs first in a round
         med = {k: statistics.median(v) for k, v in times.items()}
         ours = med["numbadeconv"]
         gflops = case.flops / ours / 1e9
