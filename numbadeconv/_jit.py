@@ -50,10 +50,12 @@ def kernel(*, parallel: bool = False, internal: bool = False) -> Callable:
     called from other kernels only: they get no Python wrapper (less to compile), and no cache
     of their own: their code is linked into each kernel that calls them, whose cache entry holds
     it, and processes compiling different kernels at once (:func:`numbadeconv.warmup`) would
-    otherwise write the same helper's cache files (Numba does not lock them).
+    otherwise write the same helper's cache files (Numba does not lock them). No kernel gets a
+    C-callable wrapper: the parallel loop calls the kernels' own compiled code
+    (:func:`numbadeconv._kernels.parallel.address`).
     """
     options = dict(nogil=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
-                   no_cpython_wrapper=internal, no_cfunc_wrapper=internal)
+                   no_cpython_wrapper=internal, no_cfunc_wrapper=True)
 
     def decorate(func: Callable) -> Callable:
         if CACHE_ENABLED and not internal:

@@ -214,8 +214,8 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         cig = n_ch // groups
         cog = n_out // groups
         col0 = phases[p, C0]
-        tap_x = np.empty(nt * nu, np.uint64)
-        tap_w = np.empty(nt * nu, np.uint64)
+        tap_x = np.empty(nt * nu, np.int64)  # as the outer-product kernel's: one _tap_runs
+        tap_w = np.empty(nt * nu, np.int64)
         n_taps, span = _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
         # Output channels in blocks whose weights (all this phase's taps) fit in about meta[10]
         # bytes, so that they stay in L2 while the block's pixels, 4 at a time, stream past them.
@@ -249,18 +249,19 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                 if n_taps - k >= 3:
                                     acc = _dot4x3_taps3(
                                         flat, np.uint64(x0), np.uint64(x1), np.uint64(x2),
-                                        np.uint64(x3), tap_x[k], tap_x[k + 1], tap_x[k + 2],
+                                        np.uint64(x3), np.uint64(tap_x[k]),
+                                        np.uint64(tap_x[k + 1]), np.uint64(tap_x[k + 2]),
                                         weights, np.uint64(wb0), np.uint64(wb1), np.uint64(wb2),
-                                        tap_w[k], tap_w[k + 1], tap_w[k + 2], span, acc)
+                                        np.uint64(tap_w[k]), np.uint64(tap_w[k + 1]),
+                                        np.uint64(tap_w[k + 2]), span, acc)
                                     k += 3
                                 else:
-                                    acc = _dot4x3(flat, np.uint64(x0) + tap_x[k],
-                                                  np.uint64(x1) + tap_x[k],
-                                                  np.uint64(x2) + tap_x[k],
-                                                  np.uint64(x3) + tap_x[k], weights,
-                                                  np.uint64(wb0) + tap_w[k],
-                                                  np.uint64(wb1) + tap_w[k],
-                                                  np.uint64(wb2) + tap_w[k], span, acc)
+                                    x_k, w_k = np.uint64(tap_x[k]), np.uint64(tap_w[k])
+                                    acc = _dot4x3(flat, np.uint64(x0) + x_k, np.uint64(x1) + x_k,
+                                                  np.uint64(x2) + x_k, np.uint64(x3) + x_k,
+                                                  weights, np.uint64(wb0) + w_k,
+                                                  np.uint64(wb1) + w_k, np.uint64(wb2) + w_k,
+                                                  span, acc)
                                     k += 1
                             _store4x3(d_flat, d_row + q0 * cs * s_col + (g * cog + c0) * s_ch,
                                       cs * s_col, s_ch, min(4, nq - q0), min(3, cog - c0), acc)
