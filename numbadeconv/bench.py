@@ -370,9 +370,9 @@ def available_peers(names: list[str]) -> dict[str, Callable]:
 def _time_once(func: Callable[[], object], min_seconds: float = 0.02) -> float:
     """Seconds per call, looping until ``min_seconds`` have passed, after one untimed call.
 
-    The untimed call takes what the first call after another library's (or after a pause) pays
-    alone: caches holding the other library's data, threads to wake, a clock to ramp up. Large
-    cases time a single call, which would otherwise include it.
+    The untimed call takes what the first call pays alone: JIT compiling, oneDNN primitive
+    creation, and after another library's call (or a pause) caches holding its data, threads to
+    wake, a clock to ramp up. Large cases time a single call, which would otherwise include it.
     """
     func()
     calls, start = 0, time.perf_counter()
@@ -396,7 +396,6 @@ def _let_blas_idle() -> None:
 def gemm_peak(dtype: str, n: int = 1024, repeat: int = 5) -> float:
     """GFLOP/s of an n x n x n matrix product (NumPy's BLAS) in ``dtype``, median of runs."""
     a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
-    a @ a
     return 2 * n**3 / statistics.median(_time_once(lambda: a @ a) for _ in range(repeat)) / 1e9
 
 
@@ -430,8 +429,6 @@ def main(quick: bool = False, repeat: int = 7, threads: int | None = None,
                 funcs[name] = make(case, threads)
             except Exception as exc:  # a peer that cannot run this case is left out
                 print(f"  ({name} skipped for {case.name}: {type(exc).__name__}: {exc})")
-        for f in funcs.values():  # warm-up: JIT compile, oneDNN primitive creation
-            f()
         times = {k: [] for k in funcs}
         order = list(funcs)
         for _ in range(repeat):
