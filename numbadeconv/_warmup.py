@@ -40,10 +40,10 @@ _WORKER = ("import sys; sys.path.insert(0, sys.argv[2]); "
 def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
     """Every kernel with the signatures the operations call it with, for ``dtype``.
 
-    Longest compile first (measured on one dtype: the depthwise kernel 5.5-8 s, the outer-product
-    kernel ~5 s, the other kernels 0.5-2.5 s each, the parallel loop ~0.7 s (one signature for
-    every kernel and dtype), its argument stores ~0.15 s per signature), so that the workers
-    finish together.
+    Longest compile first (measured on one dtype: the depthwise kernel 5.5-8.5 s, the
+    outer-product kernel 4-5 s, the other kernels 0.3-2.7 s each, the parallel loop ~0.5 s (one
+    signature for every kernel and dtype), its argument stores 0.1-0.4 s per signature), so that
+    the workers finish together.
     """
     f = types.float32 if dtype == np.float32 else types.float64
     i64 = types.int64
