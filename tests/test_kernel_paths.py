@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import numbadeconv as nd
 from numbadeconv import _engine
-from numbadeconv._kernels import parallel
+from numbadeconv._kernels import copies, parallel
 from numbadeconv.testing import (
     reference_conv2d,
     reference_conv2d_backprop_filter,
@@ -182,6 +182,40 @@ def test_cases_cover_every_kernel():
                        else plan.weight_index is None))
     assert {("outer", 16), ("outer", 8), ("tiled", True), ("tiled", False), ("depthwise", False),
             ("rowwise", False), ("fill", True)} <= kinds
+
+
+# (filter shape [taps, cig, groups, cog] or [taps, groups, cog, cig], block, pair): conv2d's
+# filters (output channels contiguous), a transpose's (input channels contiguous), partial blocks
+@pytest.mark.parametrize("layout", ["conv2d", "transpose"])
+@pytest.mark.parametrize("taps, cig, groups, cog, block, pair", [
+    (9, 6, 1, 8, 8, 2), (4, 5, 1, 20, 16, 1), (3, 4, 3, 12, 8, 2), (2, 7, 2, 37, 16, 1),
+    (1, 2, 1, 3, 8, 2),
+])
+def test_pack_matches_its_definition(layout, taps, cig, groups, cog, block, pair):
+    # copies.pack: out[g, b, k, ci // P, c, ci % P] = w[bases[k] + ci*s_ci + g*s_g + co*s_co]
+    # for co = b*B + c < cog, else 0
+    rng = np.random.default_rng(taps * cig + cog)
+    if layout == "conv2d":  # [taps, cig, groups, cog]
+        w = rng.standard_normal((taps, cig, groups, cog))
+        s_ci, s_g, s_co = groups * cog, cog, 1
+    else:  # [taps, groups, cog, cig]
+        w = rng.standard_normal((taps, groups, cog, cig))
+        s_ci, s_g, s_co = 1, cog * cig, cig
+    bases = np.arange(taps, dtype=np.int64) * (cig * groups * cog)
+    blocks = -(-cog // block)
+    meta = np.array((cig, cog, groups, blocks, block, s_ci, s_g, s_co, pair), np.int64)
+    n_jobs = groups * blocks * taps
+    out = np.full(n_jobs * cig * block, np.nan)
+    copies.pack_serial(w.ravel(), bases, meta, out, 0, n_jobs)
+    expected = np.zeros((groups, blocks, taps, cig // pair, block, pair))
+    flat = w.ravel()
+    for g in range(groups):
+        for co in range(cog):
+            for k in range(taps):
+                for ci in range(cig):
+                    expected[g, co // block, k, ci // pair, co % block, ci % pair] = flat[
+                        bases[k] + ci * s_ci + g * s_g + co * s_co]
+    np.testing.assert_array_equal(out, expected.ravel())
 
 
 @pytest.mark.parametrize("unpadded", [False, True])

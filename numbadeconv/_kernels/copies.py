@@ -25,6 +25,8 @@ block, tap).
 input's above, the depthwise kernel's NCHW results).
 """
 
+import numpy as np
+
 from .._jit import kernel
 from . import simd
 from .simd import CHECK_BOUNDS
@@ -110,6 +112,26 @@ def pad_channels_first_serial(a, out, top, left, first, last):
                   job * row_len + lo, n_ch, n_ch, (hi - lo) // n_ch)
 
 
+@kernel(internal=True)
+def _spread(w, s0, out, d0, step, n_c, width):
+    """``out[d0 + j*step] = w[s0 + j]`` for ``j < n_c``, then zeros up to ``j < width``.
+
+    Unsigned offsets, so that LLVM vectorises the copy (see :mod:`.correlate`'s ``_dot4x3``).
+    """
+    s0, d0 = np.uint64(s0), np.uint64(d0)
+    if step == 1:
+        for j in range(np.uint64(n_c)):
+            out[d0 + j] = w[s0 + j]
+        for j in range(np.uint64(n_c), np.uint64(width)):
+            out[d0 + j] = 0
+    else:
+        stride = np.uint64(step)
+        for j in range(np.uint64(n_c)):
+            out[d0 + j * stride] = w[s0 + j]
+        for j in range(np.uint64(n_c), np.uint64(width)):
+            out[d0 + j * stride] = 0
+
+
 @kernel()
 def pack_serial(w, bases, meta, out, first, last):
     cig, cog, blocks, width, s_ci, s_g, s_co, pair = (meta[0], meta[1], meta[3], meta[4],
@@ -127,6 +149,11 @@ def pack_serial(w, bases, meta, out, first, last):
             for ci in range(cig):
                 for j in range(n_c, width):
                     out[d0 + ci * width + j] = 0
+            continue
+        if s_co == 1:  # output channels contiguous (conv2d's filters): a run per input channel
+            for ci in range(cig):
+                _spread(w, o + ci * s_ci, out, d0 + ci // pair * width * pair + ci % pair, pair,
+                        n_c, width)
             continue
         for cp in range(cig // pair):
             for j in range(width):
