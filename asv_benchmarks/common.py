@@ -132,6 +132,10 @@ CASES: dict[str, Case] = {
     "resnet_56x56x64_b8":  Case((8, 56, 56, 64), (3, 3, 64, 64), slow=True, sweep_threads=True),
     "resnet_56x56x64_b8_nchw": Case((8, 56, 56, 64), (3, 3, 64, 64), data_format="NCHW",
                                     slow=True),
+    # Deeper ResNet layers, batch 8: a 3x3 conv of 14x14x256 (2.4 MB of filters) and a
+    # bottleneck's 1x1 conv 28x28x512 -> 128 (a plain matrix product).
+    "resnet_14x14x256_b8": Case((8, 14, 14, 256), (3, 3, 256, 256), slow=True),
+    "resnet_1x1_28x28x512_b8": Case((8, 28, 28, 512), (1, 1, 512, 128), slow=True),
     # DCGAN generator (k5 s2 SAME), batch 16 / 64; names read as the transpose does.
     "dcgan_4to8_b16":      Case((16, 8, 8, 512), (5, 5, 512, 1024), strides=2, slow=True),
     "dcgan_8to16_b16":     Case((16, 16, 16, 256), (5, 5, 256, 512), strides=2, slow=True,
@@ -159,7 +163,8 @@ CASES: dict[str, Case] = {
 # fmt: on
 
 CONV2D_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
-                "resnet_56x56x64_b8", "resnet_56x56x64_b8_nchw", "mobilenet_dw_112x112x32_b8",
+                "resnet_56x56x64_b8", "resnet_56x56x64_b8_nchw", "resnet_14x14x256_b8",
+                "resnet_1x1_28x28x512_b8", "mobilenet_dw_112x112x32_b8",
                 "mobilenet_dw_s2_112x112x64_b8", "few_ch_64x64x8_b4"]
 TRANSPOSE_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                    "vae_dec_f64_nchw", "dcgan_4to8_b16", "dcgan_8to16_b16", "dcgan_16to32_b16",
