@@ -73,11 +73,14 @@ def memoised(trusted: int = 0):
 
         @functools.wraps(func)
         def wrapper(*args):
+            key = list(args)
             try:
-                key = args[:trusted] + tuple([a if type(a) in _PLAIN else _key(a)
-                                              for a in args[trusted:]])
+                for i in range(trusted, len(key)):
+                    if type(key[i]) not in _PLAIN:
+                        key[i] = _key(key[i])
             except TypeError:
                 return func(*args)
+            key = tuple(key)
             try:
                 return cache[key]
             except KeyError:
@@ -207,14 +210,21 @@ def shape4(name: str, value) -> tuple[int, int, int, int]:
 def float_array(name: str, value) -> np.ndarray:
     """``value`` as an ndarray of a float dtype (float16, float32 or float64), not yet converted."""
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if array.dtype not in _FLOAT_DTYPES:
-        if array.dtype.kind == "f" and array.dtype.newbyteorder("=") in _FLOAT_DTYPES:
-            return array  # non-native byte order: converted with the compute dtype
+    float_dtype(name, array.dtype)
+    return array
+
+
+def float_dtype(name: str, dtype: np.dtype) -> None:
+    """TypeError unless ``dtype`` (of argument ``name``) is float16, float32 or float64.
+
+    Non-native byte order is accepted: such arrays are converted with the compute dtype.
+    """
+    if dtype not in _FLOAT_DTYPES and not (
+            dtype.kind == "f" and dtype.newbyteorder("=") in _FLOAT_DTYPES):
         raise TypeError(
-            f"{name} must be a float16, float32 or float64 array; got dtype {array.dtype}. "
+            f"{name} must be a float16, float32 or float64 array; got dtype {dtype}. "
             f"Cast it first, e.g. {name}.astype(np.float32)"
         )
-    return array
 
 
 def rank4(name: str, shape) -> None:
@@ -224,16 +234,15 @@ def rank4(name: str, shape) -> None:
         raise ValueError(f"{name} must be 4-D; got {len(shape)}-D with shape {tuple(shape)}")
 
 
-def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
-    """(dtype the kernels compute in, dtype of the result): float16 is computed in float32."""
-    first = arrays[0].dtype
-    if first in _NATIVE_COMPUTE:
-        for a in arrays[1:]:
-            if a.dtype != first:
-                break
-        else:
-            return first, first
-    result = np.result_type(*(a.dtype.newbyteorder("=") for a in arrays))
+def compute_dtype(*dtypes: np.dtype) -> tuple[np.dtype, np.dtype]:
+    """(dtype the kernels compute in, dtype of the result) for inputs of float ``dtypes``.
+
+    float16 is computed in float32.
+    """
+    first = dtypes[0]
+    if first in _NATIVE_COMPUTE and dtypes.count(first) == len(dtypes):
+        return first, first
+    result = np.result_type(*(d.newbyteorder("=") for d in dtypes))
     return (np.dtype(np.float32) if result == np.float16 else result), result
 
 
@@ -249,12 +258,12 @@ def prepared(array: np.ndarray, dtype: np.dtype, nhwc: bool,
     than the machine's memory (say of a zero-stride ``np.broadcast_to`` view) is refused with
     ValueError first.
     """
-    if not nhwc:
-        view = array.transpose(0, 2, 3, 1)
-        if _ready(view, dtype):
-            return view
-        return _ready_copy(array, dtype, name).transpose(0, 2, 3, 1)
-    return _ready_copy(array, dtype, name)
+    if nhwc:
+        return array if _ready(array, dtype) else _copy(array, dtype, name)
+    view = array.transpose(0, 2, 3, 1)
+    if _ready(view, dtype):
+        return view
+    return (array if _ready(array, dtype) else _copy(array, dtype, name)).transpose(0, 2, 3, 1)
 
 
 def _ready(array: np.ndarray, dtype: np.dtype) -> bool:
@@ -263,14 +272,11 @@ def _ready(array: np.ndarray, dtype: np.dtype) -> bool:
     return flags.c_contiguous and flags.writeable and array.dtype == dtype
 
 
-def _ready_copy(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """``array`` if it is C-contiguous, writeable and of ``dtype``, else such a copy."""
-    if _ready(array, dtype):
-        return array
+def _copy(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """A C-contiguous, writeable copy of ``array`` in ``dtype``."""
     check_output_bytes(f"a C-contiguous {np.dtype(dtype).name} copy of {name}", array.shape,
                        np.dtype(dtype).itemsize)
-    out = np.ascontiguousarray(array, dtype=dtype)
-    return out if out.flags.writeable else out.copy()
+    return np.array(array, dtype=dtype, order="C")
 
 
 def groups_of(in_channels: int, filter_in: int, filter_out: int, what: str,

@@ -134,20 +134,25 @@ def conv2d(
            [18., 27., 18.],
            [12., 18., 12.]])
     """
-    x = _args.float_array("input", input)
-    w = _args.float_array("filters", filters)
-    dtype, result = _args.compute_dtype(x, w)
-    nhwc, plan = _conv2d_geometry(x.shape, w.shape, dtype, strides, padding, data_format,
-                                  dilations)
+    x, w = np.asarray(input), np.asarray(filters)
+    dtype, result, nhwc, plan = _conv2d_geometry(x.shape, x.dtype, w.shape, w.dtype, strides,
+                                                 padding, data_format, dilations)
     out = _engine.correlate_run(plan, _args.prepared(x, dtype, nhwc),
                                 _args.prepared(w, dtype, True), None,
                                 _jit.resolve_threads(threads), channels_first=not nhwc)
     return _finish(out, result, nhwc)
 
 
-@_args.memoised(trusted=3)
-def _conv2d_geometry(x_shape, w_shape, dtype, strides, padding, data_format, dilations):
-    """A conv2d's settings, validated and lowered: (nhwc, the engine's plan)."""
+@_args.memoised(trusted=4)
+def _conv2d_geometry(x_shape, x_dtype, w_shape, w_dtype, strides, padding, data_format,
+                     dilations):
+    """A conv2d's settings, validated and lowered.
+
+    Returns (compute dtype, result dtype, nhwc, the engine's plan).
+    """
+    _args.float_dtype("input", x_dtype)
+    _args.float_dtype("filters", w_dtype)
+    dtype, result = _args.compute_dtype(x_dtype, w_dtype)
     nhwc = _args.channels_last(data_format)
     _args.rank4("input", x_shape)
     _filters_shape("filters", w_shape)
@@ -160,27 +165,32 @@ def _conv2d_geometry(x_shape, w_shape, dtype, strides, padding, data_format, dil
     oh, pt = _args.conv_window("height", h, fh, stride[0], pads[0], dilation[0])
     ow, pl = _args.conv_window("width", wd, fw, stride[1], pads[1], dilation[1])
     _args.check_output_bytes("output", (n, oh, ow, f_out), dtype.itemsize)
-    return nhwc, _engine.plan_conv2d((n, h, wd, c), w_shape, stride, dilation, (pt, pl),
-                                     (oh, ow), groups)
+    return dtype, result, nhwc, _engine.plan_conv2d((n, h, wd, c), w_shape, stride, dilation,
+                                                    (pt, pl), (oh, ow), groups)
 
 
 def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding, data_format,
                 dilations, threads):
-    y = _args.float_array(dy_name, dy)
-    w = _args.float_array("filters", filters)
-    dtype, result = _args.compute_dtype(y, w)
-    nhwc, plan = _input_grad_geometry(y.shape, w.shape, dtype, shape_name, output_shape, dy_name,
-                                      strides, padding, data_format, dilations)
+    y, w = np.asarray(dy), np.asarray(filters)
+    dtype, result, nhwc, plan = _input_grad_geometry(
+        y.shape, y.dtype, w.shape, w.dtype, shape_name, output_shape, dy_name, strides, padding,
+        data_format, dilations)
     out = _engine.correlate_run(plan, _args.prepared(y, dtype, nhwc),
                                 _args.prepared(w, dtype, True), None,
                                 _jit.resolve_threads(threads), channels_first=not nhwc)
     return _finish(out, result, nhwc)
 
 
-@_args.memoised(trusted=3)
-def _input_grad_geometry(y_shape, w_shape, dtype, shape_name, output_shape, dy_name, strides,
-                         padding, data_format, dilations):
-    """A transpose's settings, validated and lowered: (nhwc, the engine's plan)."""
+@_args.memoised(trusted=4)
+def _input_grad_geometry(y_shape, y_dtype, w_shape, w_dtype, shape_name, output_shape, dy_name,
+                         strides, padding, data_format, dilations):
+    """A transpose's settings, validated and lowered.
+
+    Returns (compute dtype, result dtype, nhwc, the engine's plan).
+    """
+    _args.float_dtype(dy_name, y_dtype)
+    _args.float_dtype("filters", w_dtype)
+    dtype, result = _args.compute_dtype(y_dtype, w_dtype)
     nhwc = _args.channels_last(data_format)
     _args.rank4(dy_name, y_shape)
     _filters_shape("filters", w_shape)
@@ -202,8 +212,8 @@ def _input_grad_geometry(y_shape, w_shape, dtype, shape_name, output_shape, dy_n
     pl = _check_admissible(shape_name, "width", wd, wy, dy_name, fw, stride[1], pads[1],
                            dilation[1])
     _args.check_output_bytes(shape_name, shape, dtype.itemsize)
-    return nhwc, _engine.plan_input_grad((ny, hy, wy, cy), w_shape, (h, wd), stride, dilation,
-                                         (pt, pl), groups)
+    return dtype, result, nhwc, _engine.plan_input_grad((ny, hy, wy, cy), w_shape, (h, wd),
+                                                        stride, dilation, (pt, pl), groups)
 
 
 def conv2d_transpose(
@@ -334,21 +344,26 @@ def conv2d_backprop_filter(
            [6., 9., 6.],
            [4., 6., 4.]])
     """
-    x = _args.float_array("input", input)
-    dy = _args.float_array("out_backprop", out_backprop)
-    dtype, result = _args.compute_dtype(x, dy)
-    nhwc, stride, dilation, pad, kernel_hw, groups = _filter_grad_geometry(
-        x.shape, dy.shape, filter_sizes, strides, padding, data_format, dilations)
+    x, dy = np.asarray(input), np.asarray(out_backprop)
+    dtype, result, nhwc, stride, dilation, pad, kernel_hw, groups = _filter_grad_geometry(
+        x.shape, x.dtype, dy.shape, dy.dtype, filter_sizes, strides, padding, data_format,
+        dilations)
     out = _engine.conv2d_filter_grad(_args.prepared(x, dtype, nhwc),
                                      _args.prepared(dy, dtype, nhwc), kernel_hw, stride, dilation,
                                      pad, groups, _jit.resolve_threads(threads))
     return _finish(out, result, True)
 
 
-@_args.memoised(trusted=2)
-def _filter_grad_geometry(x_shape, dy_shape, filter_sizes, strides, padding, data_format,
-                          dilations):
-    """Validated settings of a filter gradient: (nhwc, stride, dilation, pad, kernel_hw, groups)."""
+@_args.memoised(trusted=4)
+def _filter_grad_geometry(x_shape, x_dtype, dy_shape, dy_dtype, filter_sizes, strides, padding,
+                          data_format, dilations):
+    """Validated settings of a filter gradient.
+
+    Returns (compute dtype, result dtype, nhwc, stride, dilation, pad, kernel_hw, groups).
+    """
+    _args.float_dtype("input", x_dtype)
+    _args.float_dtype("out_backprop", dy_dtype)
+    dtype, result = _args.compute_dtype(x_dtype, dy_dtype)
     nhwc = _args.channels_last(data_format)
     _args.rank4("input", x_shape)
     _args.rank4("out_backprop", dy_shape)
@@ -373,4 +388,4 @@ def _filter_grad_geometry(x_shape, dy_shape, filter_sizes, strides, padding, dat
         raise ValueError(f"out_backprop is {hy}x{wy} (height x width) but conv2d of the "
                          f"{h}x{wd} input with these filter_sizes, strides, padding and "
                          f"dilations gives {oh}x{ow}")
-    return nhwc, stride, dilation, (pt, pl), (fh, fw), groups
+    return dtype, result, nhwc, stride, dilation, (pt, pl), (fh, fw), groups

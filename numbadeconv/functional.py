@@ -219,7 +219,7 @@ def conv2d(
         else:
             out_hw.append((size + 2 * p - extent) // s + 1)
     arrays = (x, w) if b is None else (x, w, b)
-    dtype, result = _args.compute_dtype(*arrays)
+    dtype, result = _args.compute_dtype(*(a.dtype for a in arrays))
     _args.check_output_bytes("output", (n, n_out, *out_hw), dtype.itemsize)
     threads = _jit.resolve_threads(threads)
     out = _engine.conv2d(_args.prepared(x, dtype, False), _engine_weight(w, dtype), stride,
@@ -333,7 +333,7 @@ def conv_transpose2d(
             )
         out_hw.append(size_out)
     arrays = (x, w) if b is None else (x, w, b)
-    dtype, result = _args.compute_dtype(*arrays)
+    dtype, result = _args.compute_dtype(*(a.dtype for a in arrays))
     _args.check_output_bytes("output", (n, n_out, *out_hw), dtype.itemsize)
     threads = _jit.resolve_threads(threads)
     # The adjoint of conv2d on an out_hw input with pad-before ``padding``: the engine's transpose
