@@ -273,9 +273,10 @@ def _ready(array: np.ndarray, dtype: np.dtype) -> bool:
 
 
 def _copy(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """A C-contiguous, writeable copy of ``array`` in ``dtype``."""
-    check_output_bytes(f"a C-contiguous {np.dtype(dtype).name} copy of {name}", array.shape,
-                       np.dtype(dtype).itemsize)
+    """A C-contiguous, writeable copy of ``array`` in ``dtype`` (float32 or float64)."""
+    # (the message names the dtype by its size: ``dtype.name`` takes microseconds)
+    check_output_bytes(f"a C-contiguous float{8 * dtype.itemsize} copy of {name}", array.shape,
+                       dtype.itemsize)
     return np.array(array, dtype=dtype, order="C")
 
 

@@ -36,26 +36,25 @@ __all__ = ["conv2d", "conv_transpose2d"]
 IntOrPair = int | Sequence[int]
 
 
-def _input(value, op: str, layout: str) -> tuple[np.ndarray, bool]:
-    """``input`` as a 4-D float array, and whether it was unbatched (3-D)."""
-    x = _args.float_array("input", value)
-    if x.ndim == 3:
-        return x[np.newaxis], True
-    if x.ndim != 4:
+def _input_shape(shape, dtype, op: str, layout: str) -> tuple[tuple[int, ...], bool]:
+    """``input``'s 4-D shape (a 3-D one gets a batch of 1), and whether it was unbatched."""
+    _args.float_dtype("input", dtype)
+    if len(shape) == 3:
+        return (1, *shape), True
+    if len(shape) != 4:
         raise ValueError(f"{op}: input must be 4-D [N, {layout}] or unbatched 3-D [{layout}]; "
-                         f"got {x.ndim}-D with shape {x.shape}")
-    return x, False
+                         f"got {len(shape)}-D with shape {shape}")
+    return shape, False
 
 
-def _weight(value, op: str, layout: str) -> np.ndarray:
-    w = _args.float_array("weight", value)
-    if w.ndim != 4:
-        raise ValueError(f"{op}: weight must be 4-D [{layout}]; got {w.ndim}-D with shape "
-                         f"{w.shape}")
-    if w.shape[2] == 0 or w.shape[3] == 0:
+def _weight_shape(shape, dtype, op: str, layout: str) -> None:
+    _args.float_dtype("weight", dtype)
+    if len(shape) != 4:
+        raise ValueError(f"{op}: weight must be 4-D [{layout}]; got {len(shape)}-D with shape "
+                         f"{shape}")
+    if shape[2] == 0 or shape[3] == 0:
         raise ValueError(f"{op}: weight must have a kernel height and width (axes 2 and 3) of at "
-                         f"least 1 ([{layout}]); got shape {w.shape}")
-    return w
+                         f"least 1 ([{layout}]); got shape {shape}")
 
 
 def _groups(value) -> int:
@@ -66,22 +65,33 @@ def _groups(value) -> int:
     return int(value)
 
 
-def _bias(value, n_out: int, op: str) -> np.ndarray | None:
-    if value is None:
-        return None
-    b = _args.float_array("bias", value)
-    if b.shape != (n_out,):
+def _bias_shape(shape, dtype, n_out: int, op: str) -> None:
+    """ValueError/TypeError unless a given bias (``shape`` not None) is ``[n_out]`` floats."""
+    if shape is None:
+        return
+    _args.float_dtype("bias", dtype)
+    if shape != (n_out,):
         raise ValueError(f"{op}: bias must be 1-D of length out_channels = {n_out}; got shape "
-                         f"{b.shape}")
-    return b
+                         f"{shape}")
+
+
+def _dtypes(x_dtype, w_dtype, b_dtype) -> tuple[np.dtype, np.dtype]:
+    """:func:`_args.compute_dtype` of input, weight and bias (``b_dtype`` None: no bias)."""
+    if b_dtype is None:
+        return _args.compute_dtype(x_dtype, w_dtype)
+    return _args.compute_dtype(x_dtype, w_dtype, b_dtype)
+
+
+def _arrays(input, weight, bias):
+    """A call's arrays (bias None if not given), and the bias's shape and dtype (or None)."""
+    b = None if bias is None else np.asarray(bias)
+    return (np.asarray(input), np.asarray(weight), b, None if b is None else b.shape,
+            None if b is None else b.dtype)
 
 
 def _bias_for_engine(b: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
     """``bias`` as the engine needs it: C-contiguous, writeable, native ``dtype``."""
-    if b is None:
-        return None
-    out = np.ascontiguousarray(b, dtype=dtype)
-    return out if out.flags.writeable else out.copy()
+    return None if b is None else _args.prepared(b, dtype, True, "bias")
 
 
 def _engine_weight(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -180,16 +190,33 @@ def conv2d(
     >>> F.conv2d(x, np.ones((3, 1, 3, 3), np.float32), padding="same", groups=3).shape
     (1, 3, 5, 5)
     """
+    x, w, b, b_shape, b_dtype = _arrays(input, weight, bias)
+    unbatched, dtype, result, stride, dilation, pad, out_hw, groups = _conv2d_settings(
+        x.shape, x.dtype, w.shape, w.dtype, b_shape, b_dtype, stride, padding, dilation, groups)
+    if unbatched:
+        x = x[np.newaxis]
+    out = _engine.conv2d(_args.prepared(x, dtype, False), _engine_weight(w, dtype), stride,
+                         dilation, pad, out_hw, groups, _jit.resolve_threads(threads),
+                         bias=_bias_for_engine(b, dtype), channels_first=not _channels_last(x))
+    return _finish(out, result, unbatched)
+
+
+@_args.memoised(trusted=6)
+def _conv2d_settings(x_shape, x_dtype, w_shape, w_dtype, b_shape, b_dtype, stride, padding,
+                     dilation, groups):
+    """A conv2d's arguments, validated and lowered.
+
+    Returns (unbatched, compute dtype, result dtype, stride, dilation, pad, out_hw, groups).
+    """
     op = "conv2d"
-    x, unbatched = _input(input, op, "in_channels, H, W")
-    w = _weight(weight, op, "out_channels, in_channels / groups, kH, kW")
+    (n, c, h, wd), unbatched = _input_shape(x_shape, x_dtype, op, "in_channels, H, W")
+    _weight_shape(w_shape, w_dtype, op, "out_channels, in_channels / groups, kH, kW")
     groups = _groups(groups)
     stride = _args.int_pair("stride", stride, 1)
     dilation = _args.int_pair("dilation", dilation, 1)
-    kernel = w.shape[2:]
+    kernel = w_shape[2:]
     pad, same = _conv_padding(padding, kernel, dilation)
-    n, c, h, wd = x.shape
-    n_out, cig = w.shape[:2]
+    n_out, cig = w_shape[:2]
     if same and stride != (1, 1):
         raise ValueError(f"padding='same' is not supported for strided convolutions (stride "
                          f"{stride}); use stride=1 or an explicit padding")
@@ -203,7 +230,7 @@ def conv2d(
         raise ValueError(f"input has {c} channels (axis {1 - unbatched}) but weight expects "
                          f"in_channels = weight axis 1 ({cig}) * groups ({groups}) = "
                          f"{cig * groups}")
-    b = _bias(bias, n_out, op)
+    _bias_shape(b_shape, b_dtype, n_out, op)
     out_hw = []
     for axis, size, k, s, d, p in zip(("height", "width"), (h, wd), kernel, stride, dilation,
                                       pad, strict=True):
@@ -218,14 +245,9 @@ def conv2d(
             )
         else:
             out_hw.append((size + 2 * p - extent) // s + 1)
-    arrays = (x, w) if b is None else (x, w, b)
-    dtype, result = _args.compute_dtype(*(a.dtype for a in arrays))
+    dtype, result = _dtypes(x_dtype, w_dtype, b_dtype)
     _args.check_output_bytes("output", (n, n_out, *out_hw), dtype.itemsize)
-    threads = _jit.resolve_threads(threads)
-    out = _engine.conv2d(_args.prepared(x, dtype, False), _engine_weight(w, dtype), stride,
-                         dilation, pad, tuple(out_hw), groups, threads,
-                         bias=_bias_for_engine(b, dtype), channels_first=not _channels_last(x))
-    return _finish(out, result, unbatched)
+    return unbatched, dtype, result, stride, dilation, pad, tuple(out_hw), groups
 
 
 def conv_transpose2d(
@@ -296,9 +318,33 @@ def conv_transpose2d(
     array([[1., 2., 1., 2., 1., 1.],
            [2., 4., 2., 4., 2., 2.]])
     """
+    x, w, b, b_shape, b_dtype = _arrays(input, weight, bias)
+    unbatched, dtype, result, stride, dilation, pad, out_hw, groups = _transpose_settings(
+        x.shape, x.dtype, w.shape, w.dtype, b_shape, b_dtype, stride, padding, output_padding,
+        groups, dilation)
+    if unbatched:
+        x = x[np.newaxis]
+    # The adjoint of conv2d on an out_hw input with pad-before ``padding``: the engine's transpose
+    # needs only the pad before (the pixels beyond the last tap are zeros), so any padding and
+    # output_padding PyTorch allows (TensorFlow's [p, p - op], even when p - op < 0) maps exactly.
+    out = _engine.conv2d_input_grad(_args.prepared(x, dtype, False), _engine_weight(w, dtype),
+                                    out_hw, stride, dilation, pad, groups,
+                                    _jit.resolve_threads(threads),
+                                    bias=_bias_for_engine(b, dtype),
+                                    channels_first=not _channels_last(x))
+    return _finish(out, result, unbatched)
+
+
+@_args.memoised(trusted=6)
+def _transpose_settings(x_shape, x_dtype, w_shape, w_dtype, b_shape, b_dtype, stride, padding,
+                        output_padding, groups, dilation):
+    """A conv_transpose2d's arguments, validated and lowered.
+
+    Returns (unbatched, compute dtype, result dtype, stride, dilation, pad, out_hw, groups).
+    """
     op = "conv_transpose2d"
-    x, unbatched = _input(input, op, "in_channels, H, W")
-    w = _weight(weight, op, "in_channels, out_channels / groups, kH, kW")
+    (n, c, h, wd), unbatched = _input_shape(x_shape, x_dtype, op, "in_channels, H, W")
+    _weight_shape(w_shape, w_dtype, op, "in_channels, out_channels / groups, kH, kW")
     groups = _groups(groups)
     stride = _args.int_pair("stride", stride, 1)
     if isinstance(padding, str):
@@ -307,9 +353,8 @@ def conv_transpose2d(
     pad = _args.int_pair("padding", padding, 0)
     out_pad = _args.int_pair("output_padding", output_padding, 0)
     dilation = _args.int_pair("dilation", dilation, 1)
-    n, c, h, wd = x.shape
-    c_w, cog = w.shape[:2]
-    kernel = w.shape[2:]
+    c_w, cog = w_shape[:2]
+    kernel = w_shape[2:]
     if c_w % groups:
         raise ValueError(f"weight in_channels (axis 0) {c_w} must be divisible by groups "
                          f"{groups}")
@@ -317,7 +362,7 @@ def conv_transpose2d(
         raise ValueError(f"input has {c} channels (axis {1 - unbatched}) but weight in_channels "
                          f"(axis 0) is {c_w}; they must match")
     n_out = cog * groups
-    b = _bias(bias, n_out, op)
+    _bias_shape(b_shape, b_dtype, n_out, op)
     out_hw = []
     for axis, size, k, s, d, p, op_ in zip(("height", "width"), (h, wd), kernel, stride,
                                            dilation, pad, out_pad, strict=True):
@@ -332,15 +377,6 @@ def conv_transpose2d(
                 f"output_padding {op_} + 1; reduce the padding"
             )
         out_hw.append(size_out)
-    arrays = (x, w) if b is None else (x, w, b)
-    dtype, result = _args.compute_dtype(*(a.dtype for a in arrays))
+    dtype, result = _dtypes(x_dtype, w_dtype, b_dtype)
     _args.check_output_bytes("output", (n, n_out, *out_hw), dtype.itemsize)
-    threads = _jit.resolve_threads(threads)
-    # The adjoint of conv2d on an out_hw input with pad-before ``padding``: the engine's transpose
-    # needs only the pad before (the pixels beyond the last tap are zeros), so any padding and
-    # output_padding PyTorch allows (TensorFlow's [p, p - op], even when p - op < 0) maps exactly.
-    out = _engine.conv2d_input_grad(_args.prepared(x, dtype, False), _engine_weight(w, dtype),
-                                    tuple(out_hw), stride, dilation, pad, groups, threads,
-                                    bias=_bias_for_engine(b, dtype),
-                                    channels_first=not _channels_last(x))
-    return _finish(out, result, unbatched)
+    return unbatched, dtype, result, stride, dilation, pad, tuple(out_hw), groups
