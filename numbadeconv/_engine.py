@@ -347,9 +347,29 @@ def _fill_plan(out_shape) -> CorrelationPlan:
     return CorrelationPlan("fill", out_shape, None, empty, empty, empty, None, None, 0, 1)
 
 
+def _filter_index(w_shape, groups: int, torch_layout: bool) -> np.ndarray:
+    """The position in the flat filters of each weight, ``[fh, fw, A, groups, B / groups]``.
+
+    ``w_shape`` is ``[fh, fw, A, B]``, TensorFlow's layout (conv2d ``[fh, fw, in / groups,
+    out]``, a transpose ``[fh, fw, out / groups, in]``); with ``torch_layout`` the filters are
+    PyTorch's ``[B, A, fh, fw]`` instead (conv2d ``[out, in / groups, kH, kW]``,
+    conv_transpose2d ``[in, out / groups, kH, kW]``), read in place as well (no conversion).
+    """
+    fh, fw, a, b = w_shape
+    index = np.arange(fh * fw * a * b)
+    if torch_layout:
+        return index.reshape(groups, b // groups, a, fh, fw).transpose(3, 4, 2, 0, 1)
+    return index.reshape(fh, fw, a, groups, b // groups)
+
+
 @functools.lru_cache(maxsize=256)
-def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups) -> CorrelationPlan:
-    """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``."""
+def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups,
+                torch_layout: bool = False) -> CorrelationPlan:
+    """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``.
+
+    ``torch_layout``: the filters are PyTorch's ``[Cout, C/groups, fh, fw]`` (``w_shape`` is
+    still TensorFlow's): see :func:`_filter_index`.
+    """
     n, _, _, c = x_shape
     fh, fw, cig, n_out = w_shape
     (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
@@ -360,7 +380,7 @@ def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups) -> Corr
                    (ow - 1) * sw + (fw - 1) * dw + 1)
     rows = [(0, oh, [kh * dh for kh in range(fh)], list(range(fh)))]
     cols = [(0, ow, [kw * dw for kw in range(fw)], list(range(fw)))]
-    w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
+    w5 = _filter_index(w_shape, groups, torch_layout)
     src_width = x_shape[2] if frame is None else frame[3]
     return _correlation_plan(out_shape, c, x_shape[1:3], src_width, groups, frame, rows, cols,
                              lambda _th, _tw: w5,
@@ -402,8 +422,12 @@ def _transpose_phases(size, kernel, stride, dilation, pad_before, n_src):
 
 
 @functools.lru_cache(maxsize=256)
-def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> CorrelationPlan:
-    """Transpose of :func:`plan_conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``."""
+def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups,
+                    torch_layout: bool = False) -> CorrelationPlan:
+    """Transpose of :func:`plan_conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``.
+
+    ``torch_layout``: the filters are PyTorch's ``[Cout, C/groups, fh, fw]``.
+    """
     n, oh, ow, n_out = dy_shape
     fh, fw, cig, _ = w_shape
     h, wd = in_hw
@@ -413,7 +437,7 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups) -> 
     rows, top, bottom = _transpose_phases(h, fh, stride[0], dilation[0], pad[0], oh)
     cols, left, right = _transpose_phases(wd, fw, stride[1], dilation[1], pad[1], ow)
     frame = _frame(dy_shape, top, left, top + oh + bottom, left + ow + right)
-    w5 = np.arange(fh * fw * cig * n_out).reshape(fh, fw, cig, groups, n_out // groups)
+    w5 = _filter_index(w_shape, groups, torch_layout)
     return _correlation_plan(out_shape, n_out, (oh, ow), left + ow + right, groups, frame, rows,
                              cols, lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1),
                              stride, n * oh * ow * n_out * fh * fw * cig, w5.size)
@@ -623,25 +647,37 @@ def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.n
 # --- the operations -----------------------------------------------------------------------------
 
 
+def _tf_shape(w_shape, torch_layout: bool):
+    """TensorFlow's ``[fh, fw, A, B]`` for filters of shape ``w_shape``.
+
+    That is ``w_shape`` itself, or, with ``torch_layout``, PyTorch's ``[B, A, fh, fw]`` reordered.
+    """
+    return (*w_shape[2:], w_shape[1], w_shape[0]) if torch_layout else w_shape
+
+
 def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads, bias=None,
-           channels_first=False):
+           channels_first=False, torch_layout=False):
     """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``.
 
     ``bias`` (``[Cout]`` of the same dtype, or None) is added to every output pixel;
-    ``channels_first``: the result is the NHWC view of an NCHW array (see :func:`correlate_run`).
+    ``channels_first``: the result is the NHWC view of an NCHW array (see :func:`correlate_run`);
+    ``torch_layout``: ``w`` is PyTorch's ``[Cout, C/groups, fh, fw]``.
     """
-    plan = plan_conv2d(x.shape, w.shape, stride, dilation, pad, out_hw, groups)
+    plan = plan_conv2d(x.shape, _tf_shape(w.shape, torch_layout), stride, dilation, pad, out_hw,
+                       groups, torch_layout)
     return correlate_run(plan, x, w, bias, threads, channels_first)
 
 
 def conv2d_input_grad(dy, w, in_hw, stride, dilation, pad, groups, threads, bias=None,
-                      channels_first=False):
+                      channels_first=False, torch_layout=False):
     """Transpose of :func:`conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``.
 
     ``bias`` (``[C]`` of the same dtype, or None) is added to every output pixel;
-    ``channels_first`` as for :func:`conv2d`.
+    ``channels_first`` as for :func:`conv2d`; ``torch_layout``: ``w`` is PyTorch's
+    ``[Cout, C/groups, fh, fw]``.
     """
-    plan = plan_input_grad(dy.shape, w.shape, in_hw, stride, dilation, pad, groups)
+    plan = plan_input_grad(dy.shape, _tf_shape(w.shape, torch_layout), in_hw, stride, dilation,
+                           pad, groups, torch_layout)
     return correlate_run(plan, dy, w, bias, threads, channels_first)
 
 

@@ -94,9 +94,6 @@ def _bias_for_engine(b: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None
     return None if b is None else _args.prepared(b, dtype, True, "bias")
 
 
-def _engine_weight(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """PyTorch ``[A, B, kH, kW]`` -> the engine's (TensorFlow's) ``[kH, kW, B, A]``."""
-    return _args.prepared(w.transpose(2, 3, 1, 0), dtype, True)
 
 
 def _channels_last(x: np.ndarray) -> bool:
@@ -195,9 +192,10 @@ def conv2d(
         x.shape, x.dtype, w.shape, w.dtype, b_shape, b_dtype, stride, padding, dilation, groups)
     if unbatched:
         x = x[np.newaxis]
-    out = _engine.conv2d(_args.prepared(x, dtype, False), _engine_weight(w, dtype), stride,
-                         dilation, pad, out_hw, groups, _jit.resolve_threads(threads),
-                         bias=_bias_for_engine(b, dtype), channels_first=not _channels_last(x))
+    out = _engine.conv2d(_args.prepared(x, dtype, False), _args.prepared(w, dtype, True, "weight"),
+                         stride, dilation, pad, out_hw, groups, _jit.resolve_threads(threads),
+                         bias=_bias_for_engine(b, dtype), channels_first=not _channels_last(x),
+                         torch_layout=True)
     return _finish(out, result, unbatched)
 
 
@@ -327,11 +325,11 @@ def conv_transpose2d(
     # The adjoint of conv2d on an out_hw input with pad-before ``padding``: the engine's transpose
     # needs only the pad before (the pixels beyond the last tap are zeros), so any padding and
     # output_padding PyTorch allows (TensorFlow's [p, p - op], even when p - op < 0) maps exactly.
-    out = _engine.conv2d_input_grad(_args.prepared(x, dtype, False), _engine_weight(w, dtype),
-                                    out_hw, stride, dilation, pad, groups,
-                                    _jit.resolve_threads(threads),
+    out = _engine.conv2d_input_grad(_args.prepared(x, dtype, False),
+                                    _args.prepared(w, dtype, True, "weight"), out_hw, stride,
+                                    dilation, pad, groups, _jit.resolve_threads(threads),
                                     bias=_bias_for_engine(b, dtype),
-                                    channels_first=not _channels_last(x))
+                                    channels_first=not _channels_last(x), torch_layout=True)
     return _finish(out, result, unbatched)
 
 

@@ -184,9 +184,9 @@ def test_cases_cover_every_kernel():
             ("rowwise", False), ("fill", True)} <= kinds
 
 
-# (filter shape [taps, cig, groups, cog] or [taps, groups, cog, cig], block, pair): conv2d's
-# filters (output channels contiguous), a transpose's (input channels contiguous), partial blocks
-@pytest.mark.parametrize("layout", ["conv2d", "transpose"])
+# (filter shape, block, pair): conv2d's filters (output channels contiguous), a transpose's (input
+# channels contiguous), PyTorch's of both (taps contiguous), partial blocks
+@pytest.mark.parametrize("layout", ["conv2d", "transpose", "torch conv2d", "torch transpose"])
 @pytest.mark.parametrize("taps, cig, groups, cog, block, pair", [
     (9, 6, 1, 8, 8, 2), (4, 5, 1, 20, 16, 1), (3, 4, 3, 12, 8, 2), (2, 7, 2, 37, 16, 1),
     (1, 2, 1, 3, 8, 2),
@@ -198,10 +198,17 @@ def test_pack_matches_its_definition(layout, taps, cig, groups, cog, block, pair
     if layout == "conv2d":  # [taps, cig, groups, cog]
         w = rng.standard_normal((taps, cig, groups, cog))
         s_ci, s_g, s_co = groups * cog, cog, 1
-    else:  # [taps, groups, cog, cig]
+    elif layout == "transpose":  # [taps, groups, cog, cig]
         w = rng.standard_normal((taps, groups, cog, cig))
         s_ci, s_g, s_co = 1, cog * cig, cig
-    bases = np.arange(taps, dtype=np.int64) * (cig * groups * cog)
+    elif layout == "torch conv2d":  # [groups, cog, cig, taps]
+        w = rng.standard_normal((groups, cog, cig, taps))
+        s_ci, s_g, s_co = taps, cog * cig * taps, cig * taps
+    else:  # torch transpose: [groups, cig, cog, taps]
+        w = rng.standard_normal((groups, cig, cog, taps))
+        s_ci, s_g, s_co = cog * taps, cig * cog * taps, taps
+    tap_step = 1 if layout.startswith("torch") else cig * groups * cog
+    bases = np.arange(taps, dtype=np.int64) * tap_step
     blocks = -(-cog // block)
     meta = np.array((cig, cog, groups, blocks, block, s_ci, s_g, s_co, pair), np.int64)
     n_jobs = groups * blocks * taps
