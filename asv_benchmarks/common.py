@@ -21,6 +21,9 @@ depthwise convolution. numbadeconv infers the groups from the shapes; the peers 
 Peers (parameter ``impl``):
 
 ``numbadeconv``       this project
+``functional``        this project's PyTorch-flavoured API (``numbadeconv.functional``: NCHW
+                      arrays, or NCHW views of NHWC ones, PyTorch's weight layouts), called as
+                      the ``torch`` peer is; it has no filter gradient
 ``numpy_reference``   a *fast* NumPy implementation, the one a NumPy user would write:
                       im2col with ``sliding_window_view`` + one ``tensordot`` (one GEMM) for
                       the forward conv and the filter gradient, one GEMM + a scatter-add per tap
@@ -57,7 +60,7 @@ import numpy as np
 
 import numbadeconv as nd
 
-IMPLS = ["numbadeconv", "numpy_reference", "torch", "tensorflow", "jax"]
+IMPLS = ["numbadeconv", "functional", "numpy_reference", "torch", "tensorflow", "jax"]
 #: "all" is numba.config.NUMBA_NUM_THREADS (the machine's cores unless the variable is set).
 THREADS = ["1", "all"]
 
@@ -279,6 +282,41 @@ def _numbadeconv(op, c: Case, a, threads):
     if op == "backprop_input":
         return lambda: nd.conv2d_backprop_input(x_shape, a["w"], a["y"], **kw)
     return lambda: nd.conv2d_backprop_filter(a["x"], c.w, a["y"], **kw)
+
+
+def _functional(op, c: Case, a, threads):
+    """``numbadeconv.functional``, called as :func:`_torch` calls ``torch.nn.functional``.
+
+    Padding that is larger on one side (TensorFlow's SAME) goes as PyTorch users write it:
+    ``np.pad`` before a convolution, a crop after a transpose.
+    """
+    if op == "backprop_filter":
+        raise NotImplementedError("numbadeconv.functional has no filter gradient")
+    fn = nd.functional
+
+    def nchw(arr):  # NHWC cases: the NCHW view of the NHWC array (channels_last, no copy)
+        return arr.transpose(0, 3, 1, 2) if c.data_format == "NHWC" else arr
+
+    # co, ci / groups, fh, fw: also conv_transpose2d's (in, out / groups, fh, fw)
+    w = np.ascontiguousarray(a["w"].transpose(3, 2, 0, 1))
+    (_, h, wd, _), (fh, fw, _, _), (_, ho, wo, _) = c.x, c.w, c.y
+    ph, pw = _np_geometry(c)
+    s, d, g = c.strides, c.dilations, c.groups
+    if op == "conv2d":
+        x = nchw(a["x"])
+        if ph[0] == ph[1] and pw[0] == pw[1]:
+            return lambda: fn.conv2d(x, w, None, s, (ph[0], pw[0]), d, g, threads=threads)
+        pads = ((0, 0), (0, 0), ph, pw)
+        return lambda: fn.conv2d(np.pad(x, pads), w, None, s, 0, d, g, threads=threads)
+    y = nchw(a["y"])
+    p = (min(ph), min(pw))
+    top, left = ph[0] - p[0], pw[0] - p[1]  # leftover leading padding, cropped after
+    full_h = (ho - 1) * s + (fh - 1) * d + 1 - 2 * p[0]
+    full_w = (wo - 1) * s + (fw - 1) * d + 1 - 2 * p[1]
+    if full_h < top + h or full_w < left + wd:
+        raise NotImplementedError("case needs output_padding; not wired for functional")
+    return lambda: fn.conv_transpose2d(y, w, None, s, p, 0, g, d, threads=threads)[
+        :, :, top:top + h, left:left + wd]
 
 
 # --- NumPy ---------------------------------------------------------------------------------
@@ -522,8 +560,8 @@ def _jax(op, c: Case, a, threads):
 
 def as_numpy(op: str, case: Case, impl: str, out) -> np.ndarray:
     """A peer's result as a NumPy array in TensorFlow's layout (for cross-checking the peers)."""
-    if impl == "torch":
-        out = out.numpy()
+    if impl in ("torch", "functional"):
+        out = np.asarray(out)
         if op == "backprop_filter":
             return out.transpose(2, 3, 1, 0)  # [co, ci, fh, fw] -> [fh, fw, ci, co]
         return out.transpose(0, 2, 3, 1) if case.data_format == "NHWC" else out
@@ -532,6 +570,7 @@ def as_numpy(op: str, case: Case, impl: str, out) -> np.ndarray:
 
 _BUILDERS = {
     "numbadeconv": _numbadeconv,
+    "functional": _functional,
     "numpy_reference": _numpy,
     "torch": _torch,
     "tensorflow": _tensorflow,

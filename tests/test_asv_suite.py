@@ -60,6 +60,22 @@ def test_grouped_cases_agree_with_numpy(bench_path):
     _check_grouped_cases(importlib.import_module("asv_benchmarks.common"), "numpy_reference")
 
 
+def test_functional_agrees_with_numbadeconv(bench_path):
+    # the PyTorch-flavoured API on the miniature of every case
+    import numpy as np
+
+    common = importlib.import_module("asv_benchmarks.common")
+    for name, full in common.CASES.items():
+        case = common.miniature(full)
+        for op in ("conv2d", "conv2d_transpose", "backprop_input"):
+            data = common.arrays(op, case)
+            theirs = common.build(op, case, "functional", data=data)()
+            ours = common.build(op, case, "numbadeconv", data=data)()
+            np.testing.assert_allclose(common.as_numpy(op, case, "functional", theirs), ours,
+                                       rtol=1e-5, atol=1e-5 * np.abs(ours).max(),
+                                       err_msg=f"{name} {op}")
+
+
 @pytest.mark.oracle
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*")
 def test_grouped_cases_agree_with_torch(bench_path):
