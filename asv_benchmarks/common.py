@@ -159,6 +159,9 @@ CASES: dict[str, Case] = {
     # Few channels (small decoders, sparse coding): 3x3 64x64x8 -> 8, batch 4, and its
     # transpose.
     "few_ch_64x64x8_b4":   Case((4, 64, 64, 8), (3, 3, 8, 8)),
+    # Convolutional sparse coding: 128x128 images against 32 atoms of 11x11, batch 8, and the
+    # adjoint (32 coefficient maps back to one image).
+    "sparse_coding_k11_b8": Case((8, 128, 128, 1), (11, 11, 1, 32), slow=True),
     # Grouped (8 groups) 4x4 s2 up-convolution 16x16x256 -> 32x32x128, batch 8.
     "grouped_up_16to32_g8_b8": Case((8, 32, 32, 128), (4, 4, 16, 256), strides=2, groups=8,
                                     slow=True),
@@ -168,11 +171,12 @@ CASES: dict[str, Case] = {
 CONV2D_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                 "resnet_56x56x64_b8", "resnet_56x56x64_b8_nchw", "resnet_14x14x256_b8",
                 "resnet_1x1_28x28x512_b8", "mobilenet_dw_112x112x32_b8",
-                "mobilenet_dw_s2_112x112x64_b8", "few_ch_64x64x8_b4"]
+                "mobilenet_dw_s2_112x112x64_b8", "few_ch_64x64x8_b4", "sparse_coding_k11_b8"]
 TRANSPOSE_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                    "vae_dec_f64_nchw", "dcgan_4to8_b16", "dcgan_8to16_b16", "dcgan_16to32_b16",
                    "dcgan_16to32_b16_nchw", "dcgan_32to64_b64", "unet_up_28to56",
-                   "fcn32s_16to512", "grouped_up_16to32_g8_b8", "few_ch_64x64x8_b4"]
+                   "fcn32s_16to512", "grouped_up_16to32_g8_b8", "few_ch_64x64x8_b4",
+                   "sparse_coding_k11_b8"]
 BACKPROP_FILTER_CASES = ["tutorial_5x5", "image_512_k3s2", "vae_dec_f64",
                          "resnet_56x56x64_b8", "dcgan_16to32_b16", "few_ch_64x64x8_b4",
                          "mobilenet_dw_112x112x32_b8"]

@@ -121,6 +121,12 @@ CASES = [
          quick=True),
     Case("small decoder 32x32x16->64x64x8 k4s2 b4", "conv2d_transpose", (4, 64, 64, 8),
          (4, 4, 8, 16), 2, "SAME"),
+    # convolutional sparse coding: an image against 32 atoms of 11x11, and the adjoint (the
+    # 32 coefficient maps back to one image)
+    Case("sparse coding 128x128x1->32 k11 b8", "conv2d", (8, 128, 128, 1), (11, 11, 1, 32), 1,
+         "SAME"),
+    Case("sparse coding adjoint 32->128x128x1 k11 b8", "conv2d_transpose", (8, 128, 128, 1),
+         (11, 11, 1, 32), 1, "SAME"),
     # filter gradients (training) of layers above
     Case("filter gradient ResNet 3x3 56x56x64 b8", "conv2d_backprop_filter", (8, 56, 56, 64),
          (3, 3, 64, 64), 1, "SAME", quick=True),

@@ -30,6 +30,10 @@ CASES = {
     "tiled, explicit asymmetric": ((1, 16, 16, 70), (4, 4, 70, 65), 2,
                                    [[0, 0], [1, 2], [2, 0], [0, 0]], 1),
     "tiled, grouped in place": ((1, 17, 17, 130), (7, 7, 65, 128), 3, "SAME", 1),
+    # one output channel (per group): 8-pixel tiles; the transpose of 1 -> 40 channels too
+    "tiled, one output channel": ((2, 13, 11, 40), (3, 3, 40, 1), 1, "SAME", 1),
+    "tiled, one output channel per group": ((1, 12, 21, 64), (3, 3, 32, 2), 2, "SAME", 1),
+    "tiled, transpose to one channel": ((2, 10, 9, 1), (4, 4, 1, 40), 2, "SAME", 1),
     "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),  # 5 x 8
     "outer, partial block of 16": ((2, 7, 11, 20), (3, 3, 20, 44), 1, "SAME", 1),  # 3 x 16
     "outer, grouped, strided": ((1, 13, 14, 48), (3, 3, 16, 60), 2, "SAME", 1),
@@ -111,7 +115,8 @@ def test_every_op_matches_reference(name, mode):
                                   "outer, blocks of 8", "outer, two channels",
                                   "outer, small image, taps skipped",
                                   "outer, odd input channels, few outputs",
-                                  "tiled, explicit asymmetric"])
+                                  "tiled, explicit asymmetric", "tiled, one output channel",
+                                  "tiled, transpose to one channel"])
 def test_float32_matches_reference(name, mode):
     # float64 above; the outer-product kernel's float32 tiles are wider (6 or 12 pixels, not 2
     # or 6)
@@ -180,8 +185,10 @@ def test_cases_cover_every_kernel():
         for plan in _plans(name):
             kinds.add((plan.kind, int(plan.meta[17]) if plan.kind == "outer"
                        else plan.weight_index is None))
+            if plan.kind == "tiled" and plan.out_shape[3] == plan.meta[5]:
+                kinds.add(("tiled", "one output channel per group"))
     assert {("outer", 16), ("outer", 8), ("tiled", True), ("tiled", False), ("depthwise", False),
-            ("rowwise", False), ("fill", True)} <= kinds
+            ("rowwise", False), ("fill", True), ("tiled", "one output channel per group")} <= kinds
 
 
 # (filter shape, block, pair): conv2d's filters (output channels contiguous), a transpose's (input

@@ -39,9 +39,10 @@ spreads all jobs over threads). Job ``j`` is (image, row block, phase) with the 
 so that uneven phases spread over the threads:
 
 - ``tiled``: 4 output pixels x 3 output channels in scalar accumulators, reducing over contiguous
-  spans of input channels (and adjacent taps), three taps per pass; for long spans with few
-  output channels per group (which would leave the outer-product kernel's blocks mostly empty),
-  and for filters read in place.
+  spans of input channels (and adjacent taps), three taps per pass; with one output channel per
+  group (a sparse code's adjoint back to one image), 8 pixels x 1 channel, a tap per pass; for
+  long spans with few output channels per group (which would leave the outer-product kernel's
+  blocks mostly empty), and for filters read in place.
   The weight of ``(g, co, tap, ci)`` is at ``g*w_g + co*w_co + toffs[WS + tap] + ci``: the
   filters themselves when their input channels are contiguous (a transpose's
   ``[fh, fw, out, in]``), else a packed copy ``[G, cog, taps, cig]``.
@@ -191,6 +192,54 @@ def _dot4x3_taps3(x, p0, p1, p2, p3, t0, t1, t2, w, c0, c1, c2, u0, u1, u2, span
 
 
 @kernel(internal=True)
+def _dot8x1(x, p0, p1, p2, p3, p4, p5, p6, p7, w, w0, span, acc):
+    """``acc`` (8 sums) plus the dot products of 8 source runs with one weight run.
+
+    The runs are ``x[p_j:p_j + span]`` and ``w[w0:w0 + span]``: one output channel's tile
+    (as :func:`_dot4x3`, unsigned offsets).
+    """
+    a0, a1, a2, a3, a4, a5, a6, a7 = acc
+    for i in range(np.uint64(span)):
+        v = w[w0 + i]
+        a0 += x[p0 + i] * v
+        a1 += x[p1 + i] * v
+        a2 += x[p2 + i] * v
+        a3 += x[p3 + i] * v
+        a4 += x[p4 + i] * v
+        a5 += x[p5 + i] * v
+        a6 += x[p6 + i] * v
+        a7 += x[p7 + i] * v
+    return (a0, a1, a2, a3, a4, a5, a6, a7)
+
+
+@kernel(internal=True)
+def _one_channel(flat, weights, d_flat, row, pixel_step, nq, tap_x, tap_w, n_taps, wb, span,
+                 b, at, col_step):
+    """A row of one output channel: its ``nq`` pixels, 8 at a time (:func:`_dot8x1`).
+
+    Pixel ``q`` reads the runs at ``row + q*pixel_step + tap_x[k]`` with weights at
+    ``wb + tap_w[k]`` (``k < n_taps``), starts from ``b`` and goes to
+    ``d_flat[at + q*col_step]``.
+    """
+    last = row + (nq - 1) * pixel_step
+    for q0 in range(0, nq, 8):
+        p = row + q0 * pixel_step  # the tile's first pixel; past the row's end, its last
+        acc = (b, b, b, b, b, b, b, b)
+        for k in range(n_taps):
+            t = tap_x[k]
+            acc = _dot8x1(flat, np.uint64(p + t), np.uint64(min(p + pixel_step, last) + t),
+                          np.uint64(min(p + 2 * pixel_step, last) + t),
+                          np.uint64(min(p + 3 * pixel_step, last) + t),
+                          np.uint64(min(p + 4 * pixel_step, last) + t),
+                          np.uint64(min(p + 5 * pixel_step, last) + t),
+                          np.uint64(min(p + 6 * pixel_step, last) + t),
+                          np.uint64(min(p + 7 * pixel_step, last) + t), weights,
+                          np.uint64(wb + tap_w[k]), span, acc)
+        for j in range(min(8, nq - q0)):
+            d_flat[np.uint64(at + (q0 + j) * col_step)] = acc[j]
+
+
+@kernel(internal=True)
 def _store4x3(d_flat, at, pixel_step, s_ch, n_pix, n_c, acc):
     """Store a 4-pixel x 3-channel tile: its first ``n_pix`` pixels and ``n_c`` channels.
 
@@ -220,7 +269,14 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         # Output channels in blocks whose weights (all this phase's taps) fit in about meta[10]
         # bytes, so that they stay in L2 while the block's pixels, 4 at a time, stream past them.
         c_block = max(3, min(cog, meta[10] // max(1, nt * nu * cig * dst.itemsize) // 3 * 3))
-        for g in range(groups):
+        for g in range(groups if cog == 1 else 0):  # one output channel: 8 x 1 tiles
+            for m in range(m_lo, m_hi):
+                _one_channel(flat, weights, d_flat,
+                             (n * src.shape[1] + m * ssh) * src.shape[2] + g * cig, ssw * n_ch,
+                             nq, tap_x, tap_w, n_taps, g * w_g, span, bias[g],
+                             n * s_img + (phases[p, R0] + m * rs) * s_row + col0 * s_col
+                             + g * s_ch, cs * s_col)
+        for g in range(groups if cog > 1 else 0):
             ch0 = g * cig
             for cb in range(0, cog, c_block):
                 for m in range(m_lo, m_hi):
