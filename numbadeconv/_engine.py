@@ -188,16 +188,18 @@ def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs_per_w
                    in_place: bool, affine: bool) -> str:
     """The correlation kernel for ``cig`` -> ``cog`` channels per group.
 
-    Row-wise for a handful of channels, depthwise for one input channel per group, else the
-    outer-product kernel, unless the tiled one reduces long ``spans`` (a phase's reduction runs)
+    Depthwise for one input channel per group (also for a handful of channels: an RGB image's
+    per-channel filters, 1.5-2.9x faster than row-wise), row-wise for a handful of channels
+    otherwise, else the outer-product kernel, unless the tiled one reduces long ``spans`` (a
+    phase's reduction runs)
     into output channels that would leave the outer kernel's blocks mostly empty, or reads the
     filters in place (``in_place``) on a call too small to pay for packing them. ``affine``:
     whether the outer kernel can pack the filters (always, in practice).
     """
-    if cig * cog * groups <= ROWWISE_MAX_CHANNELS and min(cig, cog) == 1:
-        return "rowwise"
     if cig == 1 and groups > 1:
         return "depthwise"
+    if cig * cog * groups <= ROWWISE_MAX_CHANNELS and min(cig, cog) == 1:
+        return "rowwise"
     if not affine:  # the tiled kernel packs any layout of the filters
         return "tiled"
     block = outer.block_width(cig, cog)

@@ -53,6 +53,8 @@ CASES = {
     "depthwise multiplier": ((2, 9, 9, 6), (3, 3, 1, 18), 2, "SAME", 2),
     "depthwise, stride 2": ((2, 9, 10, 16), (3, 3, 1, 16), 2, "SAME", 1),
     "depthwise, 72 channels, 5x5": ((1, 7, 8, 72), (5, 5, 1, 72), 1, "SAME", 1),
+    "depthwise, 3 channels (an RGB image)": ((2, 11, 10, 3), (5, 5, 1, 3), 1, "SAME", 1),
+    "depthwise, 2 channels, multiplier, stride 2": ((1, 9, 9, 2), (3, 3, 1, 4), 2, "SAME", 1),
     "rowwise (one channel)": ((2, 13, 11, 1), (3, 3, 1, 1), 2, "SAME", 1),
     "stride above kernel (empty phases)": ((1, 9, 9, 4), (2, 2, 4, 5), 3, "VALID", 1),
     "stride above kernel, channel-rich": ((1, 9, 10, 64), (2, 2, 64, 48), 3, "VALID", 1),
