@@ -121,6 +121,13 @@ CASES = [
          quick=True),
     Case("small decoder 32x32x16->64x64x8 k4s2 b4", "conv2d_transpose", (4, 64, 64, 8),
          (4, 4, 8, 16), 2, "SAME"),
+    # a small network's first layer (one channel in) and its last (one channel out, the
+    # transpose); an RGB image's per-channel 15x15 filters (deblurring)
+    Case("first layer 64x64x1->32 k3 b16", "conv2d", (16, 64, 64, 1), (3, 3, 1, 32), 1, "SAME"),
+    Case("last layer 32->64x64x1 k3 b16", "conv2d_transpose", (16, 64, 64, 1), (3, 3, 1, 32), 1,
+         "SAME"),
+    Case("RGB deblur depthwise 15x15 512x512x3", "conv2d", (1, 512, 512, 3), (15, 15, 1, 3), 1,
+         "SAME", groups=3),
     # convolutional sparse coding: an image against 32 atoms of 11x11, and the adjoint (the
     # 32 coefficient maps back to one image)
     Case("sparse coding 128x128x1->32 k11 b8", "conv2d", (8, 128, 128, 1), (11, 11, 1, 32), 1,
