@@ -301,7 +301,7 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
             blocks = -(-cog // block)
             bases = np.concatenate([i5[:, :, 0, 0, 0].ravel() for i5 in flat_taps])
             pack = (bases.astype(np.int64),
-                    np.array((cig, cog, groups, blocks, block, *strides, outer.pair(block)),
+                    np.array((cig, cog, groups, blocks, block, *strides, outer.pair(block, cig)),
                              np.int64))
             tap_size = cig * block
             w_co, w_g = n_taps * tap_size, blocks * n_taps * tap_size
@@ -609,7 +609,7 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     n_rows = n * oh
     depthwise = cig == 1 and groups > 1  # its own kernel: slabs of rows, every tap in each
     cog = n_out // groups
-    block = outer.block_width(cig, cog, paired=False)
+    block = outer.block_width(cig, cog)
     blocks = -(-cog // block)
     jobs = 1 if depthwise else fh * groups
     slabs = chunks = 1

@@ -189,8 +189,11 @@ def test_cases_cover_every_kernel():
                        else plan.weight_index is None))
             if plan.kind == "tiled" and plan.out_shape[3] == plan.meta[5]:
                 kinds.add(("tiled", "one output channel per group"))
+            if plan.kind == "outer" and plan.pack[1][8] == 1 and plan.meta[17] == 8:
+                kinds.add(("outer", "8, single elements"))
     assert {("outer", 16), ("outer", 8), ("tiled", True), ("tiled", False), ("depthwise", False),
-            ("rowwise", False), ("fill", True), ("tiled", "one output channel per group")} <= kinds
+            ("rowwise", False), ("fill", True), ("tiled", "one output channel per group"),
+            ("outer", "8, single elements")} <= kinds
 
 
 # (filter shape, block, pair): conv2d's filters (output channels contiguous), a transpose's (input
@@ -198,7 +201,7 @@ def test_cases_cover_every_kernel():
 @pytest.mark.parametrize("layout", ["conv2d", "transpose", "torch conv2d", "torch transpose"])
 @pytest.mark.parametrize("taps, cig, groups, cog, block, pair", [
     (9, 6, 1, 8, 8, 2), (4, 5, 1, 20, 16, 1), (3, 4, 3, 12, 8, 2), (2, 7, 2, 37, 16, 1),
-    (1, 2, 1, 3, 8, 2),
+    (1, 2, 1, 3, 8, 2), (3, 5, 2, 7, 8, 1),
 ])
 def test_pack_matches_its_definition(layout, taps, cig, groups, cog, block, pair):
     # copies.pack: out[g, b, k, ci // P, c, ci % P] = w[bases[k] + ci*s_ci + g*s_g + co*s_co]

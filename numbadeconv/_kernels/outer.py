@@ -12,8 +12,9 @@ serve enough pixels, and channel blocks are split when that leaves too few jobs.
 
 A tile is P pixels x B output channels held in vector registers, P as large as the 16 AVX2
 registers allow beside the block's weight vectors and a broadcast (:func:`tile_pixels`; float32:
-6 pixels x 2 vectors, of 8 channels for B = 16 and of 4 channels x 2 elements for B = 8;
-float64: 2 pixels x 4 vectors). For each input element the tile does one broadcast per pixel
+6 pixels x 2 vectors, of 8 channels for B = 16 and of 4 channels x 2 elements for B = 8 (12
+pixels x 1 vector of 8 channels where the input channels are odd: :func:`pair`); float64: 2
+pixels x 4 vectors). For each input element the tile does one broadcast per pixel
 and one fused multiply-add per accumulator; the accumulators stay in registers over all the runs
 (taps) of a pixel, a chunk of each at a time, start from the bias and, for full blocks of an
 NHWC result, end in the result itself; no horizontal sum is needed. LLVM does not find this
@@ -58,28 +59,27 @@ CHUNK_BYTES = 16 * 1024
 SEGMENT_ELEMENTS = 1024
 
 
-def block_width(cig: int, cog: int, paired: bool = True) -> int:
+def block_width(cig: int, cog: int) -> int:
     """Output channels per block for groups of ``cig`` -> ``cog`` channels: 8 or 16.
 
     8 where that pads fewer channels than 16 would (8 or fewer, 24, 40, ...): a tile of either
-    does as many multiply-adds per vector of weights loaded, so the one with fewer padding
-    channels does less work (24 channels: 1.2-1.3x faster than in blocks of 16). ``paired``
-    blocks of 8 (:func:`pair`; not the filter gradient's) need an even ``cig``.
+    does about as many multiply-adds per vector of weights loaded, so the one with fewer padding
+    channels does less work (24 channels: 1.2-1.3x faster than in blocks of 16; 3 -> 3 channels,
+    unpaired (:func:`pair`): 1.35x).
     """
-    if paired and cig % 2:
-        return 16
     return 8 if -(-cog // 8) * 8 < -(-cog // 16) * 16 else 16
 
 
 @register_jitable
-def pair(block):
-    """Input elements per broadcast: 2 for blocks of 8 channels, else 1.
+def pair(block, cig):
+    """Input elements per broadcast: 2 for blocks of 8 channels of an even ``cig``, else 1.
 
     A block of 8 then holds 4 channels x 2 input elements per float32 vector, so that a broadcast
     (of a pair) still serves two vectors; the pairs are summed when the tile leaves the
-    registers. Runs must be of even length.
+    registers. Runs must be of even length, hence an even ``cig`` (odd: 12 pixels x 8 channels
+    of single elements, 1.1-1.25x slower per multiply-add than pairs).
     """
-    return 2 if block == 8 else 1
+    return 2 if block == 8 and cig % 2 == 0 else 1
 
 
 @register_jitable
@@ -93,8 +93,8 @@ def tile_pixels(block, itemsize, n_pair):
     return min(MAX_PIXELS, (REGISTERS - 1 - n_vec) // n_vec)
 
 
-def _outer_runs(block: int, strided: bool = False):
-    """The micro-kernel of ``block`` output channels: an intrinsic ``run``.
+def _outer_runs(block: int, n_pair: int = 1, strided: bool = False):
+    """The micro-kernel of ``block`` output channels, ``n_pair`` elements per broadcast.
 
     ``run(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first, dst, out,
     d_add, direct)`` computes one tile's runs ``r_lo`` to ``r_hi``, ``span`` elements of each,
@@ -102,7 +102,7 @@ def _outer_runs(block: int, strided: bool = False):
 
         acc[ao + p*B + c] += sum_{r, k} x[xo[xs + p] + runs_x[r] + k] * w[wo + runs_w[r] + k*B + c]
 
-    for the tile's pixels ``p`` (``B = block``; the weights of a pair of elements interleaved,
+    for the tile's pixels ``p`` (``B = block``; the weights of ``n_pair`` elements interleaved,
     :func:`pair`, ``span`` a multiple of it): ``acc[ao:]`` holds the tile between calls;
     ``xo[xs:]`` (int64) the pixels' offsets in ``x``, ``runs_x`` and ``runs_w`` (int64) the runs'
     offsets. With ``first`` the tile starts from the bias ``b[:B]`` instead of ``acc``; with
@@ -111,8 +111,6 @@ def _outer_runs(block: int, strided: bool = False):
     ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (single elements, no pairs). All offsets
     are in bounds.
     """
-    n_pair = 1 if strided else pair(block)
-
     def codegen(context, builder, signature, args):
         (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
          first_v, dst_a, out_a, d_add_v, direct_v, *steps) = args
@@ -215,7 +213,8 @@ def _outer_runs(block: int, strided: bool = False):
 
 
 _runs16 = _outer_runs(16)
-_runs8 = _outer_runs(8)
+_runs8 = _outer_runs(8, 2)
+_runs8_single = _outer_runs(8)
 #: Blocks of 16 and of 8 channels over runs of any steps (the filter gradient's), no pairs.
 runs16_strided = _outer_runs(16, strided=True)
 runs8_strided = _outer_runs(8, strided=True)
@@ -228,7 +227,7 @@ def check_runs(acc, ao, x, xo, xs, n_pix, runs_x, runs_w, r_lo, r_hi, w, wo, spa
 
     Its arguments, with the tile's ``n_pix`` and ``block``: ``step`` elements of a run (a pair,
     or one) are ``x_step`` apart in ``x`` and ``w_step`` in ``w`` (the unit-step runs:
-    ``pair(block)`` and ``block * pair(block)``).
+    ``n_pair`` and ``block * n_pair``, :func:`pair`).
     """
     ok = 0 <= ao and ao + n_pix * block <= acc.shape[0] and xs + n_pix <= xo.shape[0]
     ok = ok and 0 <= r_lo and r_hi <= runs_x.shape[0] and r_hi <= runs_w.shape[0]
@@ -322,9 +321,10 @@ def _segments_cost(m_ranges, m_first, n_rc, q_ranges, q_first, n_cc, images, n_p
 def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     flat = src.reshape(-1)
     block = meta[17]
-    n_pix = tile_pixels(block, dst.itemsize, pair(block))
-    tile = n_pix * block
     n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+    n_pair = pair(block, n_ch // groups)
+    n_pix = tile_pixels(block, dst.itemsize, n_pair)
+    tile = n_pix * block
     w_block, w_group = meta[8], meta[9]
     top, left, height, width = meta[11], meta[12], meta[18], meta[19]
     unpadded = meta[20] != 0
@@ -351,7 +351,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         # a pass takes runs whose weights fit in CHUNK_BYTES, or a chunk of one run
         most = max(1, CHUNK_BYTES // (block * dst.itemsize))
         chunk = max(1, -(-span // max(1, -(-span // most))))  # equal chunks of at most `most`
-        chunk = -(-chunk // pair(block)) * pair(block)
+        chunk = -(-chunk // n_pair) * n_pair
         per_pass = max(1, most // max(1, span))
         # The job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in segments: the
         # pixels whose row taps t_lo to t_hi and column taps u_lo to u_hi read inside the source
@@ -450,16 +450,20 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                 if CHECK_BOUNDS:
                                     check_runs(acc, ao, flat, xo, xs, n_pix, tap_x, tap_w, lo,
                                                hi, weights, wc, e_hi - e_lo, b_block, d_flat,
-                                               out, d_add, end, block, pair(block),
-                                               pair(block), block * pair(block))
+                                               out, d_add, end, block, n_pair, n_pair,
+                                               block * n_pair)
                                 if block == 16:
                                     _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights,
                                             wc, e_hi - e_lo, b_block, begin, d_flat, out, d_add,
                                             end)
-                                else:
+                                elif n_pair == 2:
                                     _runs8(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights,
                                            wc, e_hi - e_lo, b_block, begin, d_flat, out, d_add,
                                            end)
+                                else:
+                                    _runs8_single(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi,
+                                                  weights, wc, e_hi - e_lo, b_block, begin,
+                                                  d_flat, out, d_add, end)
                             begin = False
                 if direct and reads:
                     continue
