@@ -118,7 +118,8 @@ def test_every_op_matches_reference(name, mode):
                                   "outer, small image, taps skipped",
                                   "outer, odd input channels, few outputs",
                                   "tiled, explicit asymmetric", "tiled, one output channel",
-                                  "tiled, transpose to one channel"])
+                                  "tiled, transpose to one channel",
+                                  "depthwise, 3 channels (an RGB image)"])
 def test_float32_matches_reference(name, mode):
     # float64 above; the outer-product kernel's float32 tiles are wider (6 or 12 pixels, not 2
     # or 6)
