@@ -308,7 +308,7 @@ def _functional(op, c: Case, a, threads):
 
     # co, ci / groups, fh, fw: also conv_transpose2d's (in, out / groups, fh, fw)
     w = np.ascontiguousarray(a["w"].transpose(3, 2, 0, 1))
-    (_, h, wd, _), (fh, fw, _, _), (_, ho, wo, _) = c.x, c.w, c.y
+    _, h, wd, _ = c.x
     ph, pw = _np_geometry(c)
     s, d, g = c.strides, c.dilations, c.groups
     if op == "conv2d":
@@ -318,14 +318,30 @@ def _functional(op, c: Case, a, threads):
         pads = ((0, 0), (0, 0), ph, pw)
         return lambda: fn.conv2d(np.pad(x, pads), w, None, s, 0, d, g, threads=threads)
     y = nchw(a["y"])
+    p, top, left, crop = _transpose_padding(c, "functional")
+    if not crop:
+        return lambda: fn.conv_transpose2d(y, w, None, s, p, 0, g, d, threads=threads)
+    return lambda: fn.conv_transpose2d(y, w, None, s, p, 0, g, d, threads=threads)[
+        :, :, top:top + h, left:left + wd]
+
+
+def _transpose_padding(c: Case, impl: str) -> tuple[tuple[int, int], int, int, bool]:
+    """PyTorch's ``padding`` for ``c``'s transpose, the rows and columns to crop in front, and
+    whether its result needs cropping at all.
+
+    TensorFlow's SAME may pad one more pixel at the end: PyTorch pads the smaller side and the
+    result is cropped. NotImplementedError where that would need ``output_padding``.
+    """
+    (_, h, wd, _), (fh, fw, _, _), (_, ho, wo, _) = c.x, c.w, c.y
+    ph, pw = _np_geometry(c)
+    s, d = c.strides, c.dilations
     p = (min(ph), min(pw))
     top, left = ph[0] - p[0], pw[0] - p[1]  # leftover leading padding, cropped after
     full_h = (ho - 1) * s + (fh - 1) * d + 1 - 2 * p[0]
     full_w = (wo - 1) * s + (fw - 1) * d + 1 - 2 * p[1]
     if full_h < top + h or full_w < left + wd:
-        raise NotImplementedError("case needs output_padding; not wired for functional")
-    return lambda: fn.conv_transpose2d(y, w, None, s, p, 0, g, d, threads=threads)[
-        :, :, top:top + h, left:left + wd]
+        raise NotImplementedError(f"case needs output_padding; not wired for {impl}")
+    return p, top, left, (top, left, full_h, full_w) != (0, 0, h, wd)
 
 
 # --- NumPy ---------------------------------------------------------------------------------
@@ -432,7 +448,7 @@ def _torch(op, c: Case, a, threads):
 
     # co, ci / groups, fh, fw: also conv_transpose2d's (in, out / groups, fh, fw)
     w = torch.from_numpy(a["w"]).permute(3, 2, 0, 1).contiguous(memory_format=mf)
-    (_, h, wd, _), (fh, fw, _, _), (_, ho, wo, _) = c.x, c.w, c.y
+    _, h, wd, _ = c.x
     ph, pw = _np_geometry(c)
     s, d, g = c.strides, c.dilations, c.groups
     sym = ph[0] == ph[1] and pw[0] == pw[1]
@@ -446,13 +462,8 @@ def _torch(op, c: Case, a, threads):
         return lambda: F.conv2d(F.pad(x, pad4), w, None, s, 0, d, g)
     if op in ("conv2d_transpose", "backprop_input"):
         y = t(a["y"])
-        p = (min(ph), min(pw))
-        oh, ow = ph[0] - p[0], pw[0] - p[1]  # leftover leading padding, cropped after
-        full_h = (ho - 1) * s + (fh - 1) * d + 1 - 2 * p[0]
-        full_w = (wo - 1) * s + (fw - 1) * d + 1 - 2 * p[1]
-        if full_h < oh + h or full_w < ow + wd:
-            raise NotImplementedError("case needs output_padding; not wired for torch")
-        if oh == ow == 0 and full_h == h and full_w == wd:  # no crop needed
+        p, oh, ow, crop = _transpose_padding(c, "torch")
+        if not crop:
             return lambda: F.conv_transpose2d(y, w, None, s, p, 0, g, d)
         return lambda: F.conv_transpose2d(y, w, None, s, p, 0, g, d)[:, :, oh:oh + h, ow:ow + wd]
     x, y = t(a["x"]), t(a["y"])
