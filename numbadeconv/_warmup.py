@@ -41,7 +41,7 @@ def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
     """Every kernel with the signatures the operations call it with, for ``dtype``.
 
     Longest compile first (measured on one dtype: the depthwise kernel 5.5-8.5 s, the
-    outer-product kernel 4-5 s, the other kernels 0.3-2.7 s each, the parallel loop ~0.5 s (one
+    outer-product kernel 4.5-5.5 s, the other kernels 0.3-2.8 s each, the parallel loop ~0.5 s (one
     signature for every kernel and dtype), its argument stores 0.1-0.4 s per signature), so that
     the workers finish together.
     """
