@@ -207,13 +207,6 @@ def shape4(name: str, value) -> tuple[int, int, int, int]:
     return tuple(values)
 
 
-def float_array(name: str, value) -> np.ndarray:
-    """``value`` as an ndarray of a float dtype (float16, float32 or float64), not yet converted."""
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    float_dtype(name, array.dtype)
-    return array
-
-
 def float_dtype(name: str, dtype: np.dtype) -> None:
     """TypeError unless ``dtype`` (of argument ``name``) is float16, float32 or float64.
 
