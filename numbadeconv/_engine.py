@@ -65,8 +65,16 @@ IN_PLACE_MIN_SPAN = 64
 FILTER_GRAD_ACC_BYTES = 512 * 1024
 
 #: At most this many channels in all (in x out per group, times groups), one input or one output
-#: channel per group, use the row-wise kernel.
+#: channel per group, use the row-wise kernel ...
 ROWWISE_MAX_CHANNELS = 4
+
+#: ... except that one output channel from several input channels takes the tiled kernel's
+#: one-channel tiles (row-wise reads every input channel's pixels strided) where a pixel's runs
+#: are at least this long (a float32 vector) and the call runs in parallel (PARALLEL_MIN_MACS:
+#: below it, row-wise saves the tiled kernel's padded copy of the input): 2 -> 1 channels k3
+#: (runs of 6) 1.3x slower tiled, k4 (8) 0.74, 3 -> 1 k3 (9) 0.79, 3 -> 1 k5 0.62, 4 -> 1 k7
+#: 0.35 of row-wise's time.
+ONE_CHANNEL_MIN_SPAN = 8
 
 #: A job computes a block of output rows whose source rows take about this many bytes (about an L2
 #: cache: they are read once per block of output channels, the channels' weights once per job;
@@ -192,28 +200,33 @@ class CorrelationPlan:
     max_rows: int  # rows per job that keep its source rows within ROW_BLOCK_BYTES
 
 
-def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs_per_weight: float,
+def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs: int, n_weights: int,
                    in_place: bool, affine: bool) -> str:
-    """The correlation kernel for ``cig`` -> ``cog`` channels per group.
+    """The correlation kernel for ``cig`` -> ``cog`` channels per group, ``macs`` in all.
 
     Depthwise for one input channel per group (also for a handful of channels: an RGB image's
-    per-channel filters, 1.5-2.9x faster than row-wise), row-wise for a handful of channels
-    otherwise, else the outer-product kernel, unless the tiled one reduces long ``spans`` (a
-    phase's reduction runs)
-    into output channels that would leave the outer kernel's blocks mostly empty, or reads the
-    filters in place (``in_place``) on a call too small to pay for packing them. ``affine``:
-    whether the outer kernel can pack the filters (always, in practice).
+    per-channel filters, 1.5-2.9x faster than row-wise); the tiled kernel's one-channel tiles
+    for one output channel from several input channels (ONE_CHANNEL_MIN_SPAN); row-wise for a
+    handful of channels otherwise; else the outer-product kernel, unless the tiled one reduces
+    long ``spans`` (a phase's reduction runs) into output channels that would leave the outer
+    kernel's blocks mostly empty, or reads the filters in place (``in_place``) on a call that
+    does too few multiply-adds per filter element (of ``n_weights``) to pay for packing them.
+    ``affine``: whether the outer kernel can pack the filters (always, in practice).
     """
     if cig == 1 and groups > 1:
         return "depthwise"
-    if cig * cog * groups <= ROWWISE_MAX_CHANNELS and min(cig, cog) == 1:
+    few = cig * cog * groups <= ROWWISE_MAX_CHANNELS and min(cig, cog) == 1
+    if (cog == 1 and cig > 1 and min(spans) >= ONE_CHANNEL_MIN_SPAN
+            and not (few and macs < PARALLEL_MIN_MACS)):
+        return "tiled"
+    if few:
         return "rowwise"
     if not affine:  # the tiled kernel packs any layout of the filters
         return "tiled"
     block = outer.block_width(cig, cog)
     filled = cog / (-(-cog // block) * block) >= OUTER_MIN_FILL
     if min(spans) >= TILED_MIN_SPAN and (
-            not filled or (in_place and macs_per_weight < OUTER_MIN_MACS_PER_WEIGHT)):
+            not filled or (in_place and macs < OUTER_MIN_MACS_PER_WEIGHT * max(1, n_weights))):
         return "tiled"
     return "outer"
 
@@ -273,7 +286,7 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
     adjacent = [bool(np.all(np.diff(c[2]) == 1)) for c in cols]
     spans = [len(c[2]) * cig if groups == 1 and adj else cig
              for c, adj in zip(cols, adjacent, strict=True) if len(c[2])]
-    kind = _choose_kernel(cig, cog, groups, spans or [cig], macs / max(1, n_weights),
+    kind = _choose_kernel(cig, cog, groups, spans or [cig], macs, n_weights,
                           in_place is not None, strides is not None)
     if kind == "outer":
         in_place = None

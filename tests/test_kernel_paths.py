@@ -34,6 +34,7 @@ CASES = {
     "tiled, one output channel": ((2, 13, 11, 40), (3, 3, 40, 1), 1, "SAME", 1),
     "tiled, one output channel per group": ((1, 12, 21, 64), (3, 3, 32, 2), 2, "SAME", 1),
     "tiled, transpose to one channel": ((2, 10, 9, 1), (4, 4, 1, 40), 2, "SAME", 1),
+    "tiled, 3 channels into one (RGB to gray)": ((2, 40, 41, 3), (5, 5, 3, 1), 1, "SAME", 1),
     "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),  # 5 x 8
     "outer, partial block of 16": ((2, 7, 11, 20), (3, 3, 20, 44), 1, "SAME", 1),  # 3 x 16
     "outer, grouped, strided": ((1, 13, 14, 48), (3, 3, 16, 60), 2, "SAME", 1),
@@ -119,6 +120,7 @@ def test_every_op_matches_reference(name, mode):
                                   "outer, odd input channels, few outputs",
                                   "tiled, explicit asymmetric", "tiled, one output channel",
                                   "tiled, transpose to one channel",
+                                  "tiled, 3 channels into one (RGB to gray)",
                                   "depthwise, 3 channels (an RGB image)"])
 def test_float32_matches_reference(name, mode):
     # float64 above; the outer-product kernel's float32 tiles are wider (6 or 12 pixels, not 2
