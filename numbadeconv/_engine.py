@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from . import _args, _jit
-from ._kernels import copies, correlate, depthwise, outer, parallel
+from ._kernels import copies, correlate, depthwise, outer, parallel, simd
 from ._kernels import filter_grad as _filter_grad
 
 #: Below this many multiply-adds a call runs serially: a parallel launch costs microseconds.
@@ -74,7 +74,7 @@ ROWWISE_MAX_CHANNELS = 4
 #: below it, row-wise saves the tiled kernel's padded copy of the input): 2 -> 1 channels k3
 #: (runs of 6) 1.3x slower tiled, k4 (8) 0.74, 3 -> 1 k3 (9) 0.79, 3 -> 1 k5 0.62, 4 -> 1 k7
 #: 0.35 of row-wise's time.
-ONE_CHANNEL_MIN_SPAN = 8
+ONE_CHANNEL_MIN_SPAN = simd.VECTOR_BYTES // 4
 
 #: A job computes a block of output rows whose source rows take about this many bytes (about an L2
 #: cache: they are read once per block of output channels, the channels' weights once per job;
@@ -300,8 +300,9 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
     table = []
     weight_index = None
     tile = DEPTHWISE_TILE
-    if n_ch < 8:
-        tile = math.lcm(n_ch, 32)
+    lanes = simd.VECTOR_BYTES // 4  # float32 elements per vector
+    if n_ch < lanes:  # (DEPTHWISE_FEW_TILE)
+        tile = math.lcm(n_ch, 4 * lanes)
         tile *= max(1, DEPTHWISE_FEW_TILE // tile)
     tile = n_ch * max(1, min(max(c[1] for c in cols), tile // n_ch))
     w_co = w_g = block = 0
