@@ -35,6 +35,16 @@ CASES = {
     "tiled, one output channel per group": ((1, 12, 21, 64), (3, 3, 32, 2), 2, "SAME", 1),
     "tiled, transpose to one channel": ((2, 10, 9, 1), (4, 4, 1, 40), 2, "SAME", 1),
     "tiled, 3 channels into one (RGB to gray)": ((2, 40, 41, 3), (5, 5, 3, 1), 1, "SAME", 1),
+    # the tiled kernel reads the source unpadded: segments of pixels that read inside the same
+    # taps, down to single pixels, whose tiles span rows; kernels wider than the image, padding
+    # wider than the kernel (rows and columns that read padding only)
+    "tiled, small image, taps skipped": ((2, 4, 5, 64), (5, 5, 64, 3), 2, "SAME", 1),
+    "tiled, padding wider than the kernel": ((1, 6, 7, 40), (3, 3, 40, 2), 1,
+                                             [[0, 0], [4, 5], [3, 4], [0, 0]], 1),
+    "tiled, one channel, kernel wider than the image": ((2, 3, 4, 32), (7, 7, 32, 1), 1,
+                                                         "SAME", 1),
+    "tiled, one channel, dilated, wide padding": ((1, 9, 8, 24), (3, 3, 24, 1), 1,
+                                                  [[0, 0], [5, 2], [1, 6], [0, 0]], 2),
     "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),  # 5 x 8
     "outer, partial block of 16": ((2, 7, 11, 20), (3, 3, 20, 44), 1, "SAME", 1),  # 3 x 16
     "outer, grouped, strided": ((1, 13, 14, 48), (3, 3, 16, 60), 2, "SAME", 1),

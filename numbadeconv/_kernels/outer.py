@@ -21,14 +21,10 @@ NHWC result, end in the result itself; no horizontal sum is needed. LLVM does no
 schedule from scalar code (it vectorises the reduction loop instead), so :func:`_outer_runs`
 writes it in LLVM IR.
 
-Taps that read the zero padding only (``meta[11]``, ``[12]``, ``[18]`` and ``[19]`` say where
-the source lies in the padded frame) are skipped: a job's pixels go in segments of the rows and
-columns whose taps read inside the same range of row and column taps (:func:`_tap_ranges`),
-each segment in tiles of its own that run only those taps (of merged runs, only those columns'
-elements), where that saves more than the segments' partial tiles cost (:func:`_segments_cost`).
-Small images lose most to padding (a 4x4x1024 DCGAN transpose: 28 % of its taps). When
-``meta[20]`` is 1, ``src`` is the source itself, not the padded frame, and the pixels are always
-split so: no tile reads outside it (no padded copy of the input).
+Taps that read the zero padding only are skipped: a job's pixels go in segments that read inside
+the same taps, each in tiles of its own (:mod:`.segments`; small images lose most to padding: a
+4x4x1024 DCGAN transpose, 28 % of its taps). When ``meta[20]`` is 1, ``src`` is the source itself,
+not the padded frame (no padded copy of the input).
 """
 
 import numpy as np
@@ -38,8 +34,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
 from .._jit import kernel
-from . import simd
-from .correlate import C0, MERGED, R0, TH, TW, M, Q, T, U, _tap_runs, out_layout
+from . import segments, simd
+from .correlate import MERGED, M, U, _tap_runs, out_layout
 from .simd import CHECK_BOUNDS
 
 #: Vector registers (AVX2): a tile's accumulators, its weight vectors and a broadcast.
@@ -51,13 +47,6 @@ MAX_PIXELS = 12
 #: Bytes of weights (a chunk of every run x B) per pass over a job's tiles: half of an L1
 #: cache, the rest holds the tiles' source runs.
 CHUNK_BYTES = 16 * 1024
-
-#: What a segment of a job's pixels costs beyond its tiles' work, in elements of a pixel's
-#: reduction (about as many cycles): a job splits its pixels into segments that skip the taps
-#: reading zero padding only where that saves more (FCN's 289-pixel jobs: 10 % slower split
-#: without this term).
-SEGMENT_ELEMENTS = 1024
-
 
 def block_width(cig: int, cog: int) -> int:
     """Output channels per block for groups of ``cig`` -> ``cog`` channels: 8 or 16.
@@ -266,70 +255,15 @@ def _outer_job(phases, meta, blocks, n_images, job):
             b_lo, min(b_lo + meta[15], blocks))
 
 
-@kernel(internal=True)
-def _tap_ranges(toffs, at, n_taps, first, count, step, start, size, ranges):
-    """Split positions ``first`` to ``first + count`` by the taps that read inside the source.
-
-    Tap ``k`` (offsets ``toffs[at:at + n_taps]``, ascending) of position ``i`` reads index
-    ``i*step + toffs[at + k] - start`` of a source of ``size``: the taps that read inside are a
-    range ``[lo, hi)``, which only moves down as ``i`` grows, so that positions with the same
-    range are consecutive. ``ranges`` ``[3, >= count + 3]``: fills ``ranges[0, c]`` with the
-    first position of the ``c``-th such run of positions (``ranges[0, n]`` one past the last),
-    ``ranges[1, c]`` and ``ranges[2, c]`` with its ``lo`` and ``hi``, and run ``n + 1`` with
-    all of them merged into one, reading the taps that any of them reads; returns ``n``.
-    """
-    n = 0
-    lo_all, hi_all = n_taps, 0
-    for i in range(first, first + count):
-        lo = 0
-        while lo < n_taps and i * step + toffs[at + lo] - start < 0:
-            lo += 1
-        hi = lo
-        while hi < n_taps and i * step + toffs[at + hi] - start < size:
-            hi += 1
-        if n == 0 or lo != ranges[1, n - 1] or hi != ranges[2, n - 1]:
-            ranges[0, n], ranges[1, n], ranges[2, n] = i, lo, hi
-            n += 1
-        if lo < hi:
-            lo_all, hi_all = min(lo_all, lo), max(hi_all, hi)
-    ranges[0, n] = first + count
-    ranges[0, n + 1], ranges[0, n + 2] = first, first + count
-    ranges[1, n + 1], ranges[2, n + 1] = lo_all, hi_all
-    return n
-
-
-@kernel(internal=True)
-def _segments_cost(m_ranges, m_first, n_rc, q_ranges, q_first, n_cc, images, n_pix, cig):
-    """The cost of a job's pixels in segments: runs of rows x runs of columns (:func:`_tap_ranges`).
-
-    The runs of rows ``m_first`` to ``m_first + n_rc`` in ``m_ranges``, likewise of columns.
-    Each segment computes whole tiles of ``n_pix`` pixels, each pixel ``cig`` elements of every
-    tap that the segment reads, and costs SEGMENT_ELEMENTS more.
-    """
-    cost = 0
-    for rc in range(m_first, m_first + n_rc):
-        for cc in range(q_first, q_first + n_cc):
-            pixels = images * (m_ranges[0, rc + 1] - m_ranges[0, rc]) * (q_ranges[0, cc + 1]
-                                                                          - q_ranges[0, cc])
-            taps = max(0, m_ranges[2, rc] - m_ranges[1, rc]) * max(0, q_ranges[2, cc]
-                                                                   - q_ranges[1, cc])
-            cost += -(-pixels // n_pix) * n_pix * taps * cig + SEGMENT_ELEMENTS
-    return cost
-
-
 @kernel()
 def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     flat = src.reshape(-1)
     block = meta[17]
-    n_ch, ssh, ssw, rs, cs, groups = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+    n_ch, groups = meta[0], meta[5]
     n_pair = pair(block, n_ch // groups)
     n_pix = tile_pixels(block, dst.itemsize, n_pair)
     tile = n_pix * block
     w_block, w_group = meta[8], meta[9]
-    top, left, height, width = meta[11], meta[12], meta[18], meta[19]
-    unpadded = meta[20] != 0
-    # where the frame's row and column 0 lie in src: (0, 0) in the padded frame itself
-    origin_row, origin_col = (top, left) if unpadded else (0, 0)
     cig = n_ch // groups
     d_flat = dst.reshape(-1)
     _, n_cols, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
@@ -344,7 +278,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
         n_lo, n_hi, p, m_lo, m_hi, b_lo, b_hi = _outer_job(phases, meta, groups * blocks,
                                                              dst.shape[0], job)
-        nq, nt, nu = phases[p, Q], phases[p, T], phases[p, U]
+        nu = phases[p, U]
         n_taps, span = _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
         merged = phases[p, MERGED] != 0
         per_row = 1 if merged else nu  # runs per row tap
@@ -353,53 +287,16 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         chunk = max(1, -(-span // max(1, -(-span // most))))  # equal chunks of at most `most`
         chunk = -(-chunk // n_pair) * n_pair
         per_pass = max(1, most // max(1, span))
-        # The job's pixels (images n_lo to n_hi, rows m_lo to m_hi, nq each) in segments: the
-        # pixels whose row taps t_lo to t_hi and column taps u_lo to u_hi read inside the source
-        # (the others read its zero padding only), in tiles of n_pix (the last tile repeats the
-        # segment's last pixel). A segment's tiles skip the other taps' runs (or the parts of
-        # merged runs). base and out: each pixel's offset in the source and in dst.
-        n_rows = m_hi - m_lo
-        n_rc = _tap_ranges(toffs, phases[p, TH], nt, m_lo, n_rows, ssh, top, height, m_ranges)
-        # (np.int64: with a literal 0, Numba would compile _tap_ranges a second time for it)
-        n_cc = _tap_ranges(toffs, phases[p, TW], nu, np.int64(0), nq, ssw, left, width, q_ranges)
-        # rows and columns split into those runs where that saves more work than the segments'
-        # partial tiles cost, else kept as one run (reading the taps that any of them reads);
-        # always split when src is unpadded: the merged runs would read outside it
-        least, best = -1, 0
-        for option in range(1 if unpadded else 4):  # split both, rows only, columns only, neither
-            m_first, n_r = (0, n_rc) if option < 2 else (n_rc + 1, 1)
-            q_first, n_c = (0, n_cc) if option % 2 == 0 else (n_cc + 1, 1)
-            cost = _segments_cost(m_ranges, m_first, n_r, q_ranges, q_first, n_c, n_hi - n_lo,
-                                  n_pix, cig)
-            if least < 0 or cost < least:
-                least, best = cost, option
-        m_first, n_rc = (0, n_rc) if best < 2 else (n_rc + 1, 1)
-        q_first, n_cc = (0, n_cc) if best % 2 == 0 else (n_cc + 1, 1)
+        # The job's pixels (images n_lo to n_hi, rows m_lo to m_hi) in segments that read
+        # inside the same taps, each in tiles of n_pix that skip the others' runs (or the parts
+        # of merged runs)
+        m_first, n_rc, q_first, n_cc, seg_tiles, base, out = segments.split(
+            src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_col, n_pix, cig,
+            m_ranges, q_ranges)
         n_seg = n_rc * n_cc
-        seg_tiles = np.empty(n_seg + 1, np.int64)  # segment s: tiles seg_tiles[s] to [s + 1]
-        n_slots = -(-(n_hi - n_lo) * n_rows * nq // n_pix) * n_pix + n_seg * (n_pix - 1)
-        base = np.empty(n_slots, np.int64)
-        out = np.empty(n_slots, np.int64)
-        i = 0
-        for s in range(n_seg):
-            rc, cc = m_first + s // n_cc, q_first + s % n_cc
-            seg_tiles[s] = i // n_pix
-            for n in range(n_lo, n_hi):
-                for m in range(m_ranges[0, rc], m_ranges[0, rc + 1]):
-                    x_row = ((n * src.shape[1] + m * ssh - origin_row) * src.shape[2]
-                             - origin_col * n_ch)
-                    d_row = n * s_img + (phases[p, R0] + m * rs) * s_row + phases[p, C0] * s_col
-                    for q in range(q_ranges[0, cc], q_ranges[0, cc + 1]):
-                        base[np.uint64(i)] = x_row + q * ssw * n_ch  # unsigned: no wraparound
-                        out[np.uint64(i)] = d_row + q * cs * s_col
-                        i += 1
-            while i % n_pix:
-                base[i] = base[i - 1]
-                out[i] = out[i - 1]
-                i += 1
-        seg_tiles[n_seg] = i // n_pix
-        xo = np.empty(i, np.int64)
-        acc = np.empty(i * block, dst.dtype)
+        n_used = seg_tiles[n_seg] * n_pix
+        xo = np.empty(n_used, np.int64)
+        acc = np.empty(n_used * block, dst.dtype)
         for gb in range(b_lo, b_hi):
             g = gb // blocks
             cb = gb % blocks * block
