@@ -210,11 +210,12 @@ def test_cases_cover_every_kernel():
 
 
 # (filter shape, block, pair): conv2d's filters (output channels contiguous), a transpose's (input
-# channels contiguous), PyTorch's of both (taps contiguous), partial blocks
+# channels contiguous), PyTorch's of both (taps contiguous), partial blocks, input channels in
+# several jobs and passes (PyTorch's transposes: copies.PASS_CHANNELS)
 @pytest.mark.parametrize("layout", ["conv2d", "transpose", "torch conv2d", "torch transpose"])
 @pytest.mark.parametrize("taps, cig, groups, cog, block, pair", [
     (9, 6, 1, 8, 8, 2), (4, 5, 1, 20, 16, 1), (3, 4, 3, 12, 8, 2), (2, 7, 2, 37, 16, 1),
-    (1, 2, 1, 3, 8, 2), (3, 5, 2, 7, 8, 1),
+    (1, 2, 1, 3, 8, 2), (3, 5, 2, 7, 8, 1), (2, 20, 1, 10, 8, 2), (1, 19, 1, 16, 16, 1),
 ])
 def test_pack_matches_its_definition(layout, taps, cig, groups, cog, block, pair):
     # copies.pack: out[g, b, k, ci // P, c, ci % P] = w[bases[k] + ci*s_ci + g*s_g + co*s_co]
@@ -233,7 +234,7 @@ def test_pack_matches_its_definition(layout, taps, cig, groups, cog, block, pair
         w = rng.standard_normal((groups, cig, cog, taps))
         s_ci, s_g, s_co = cog * taps, cig * cog * taps, taps
     tap_step = 1 if layout.startswith("torch") else cig * groups * cog
-    bases = np.arange(taps, dtype=np.int64) * tap_step
+    bases = rng.permutation(taps).astype(np.int64) * tap_step  # a transpose's phases reorder taps
     blocks = -(-cog // block)
     meta = np.array((cig, cog, groups, blocks, block, s_ci, s_g, s_co, pair), np.int64)
     n_jobs = groups * blocks * taps

@@ -141,6 +141,29 @@ def _gather(w, s0, s_step, out, d0, d_step, n_c, width):
         out[d0 + j * d_step] = 0
 
 
+@kernel(internal=True)
+def _pack_taps(w, bases, o, s_ci, s_co, n_c, out, d0, tap_size, ci_lo, ci_hi, width, pair):
+    """Input channels ``ci_lo`` to ``ci_hi`` (multiples of ``pair``) of every tap of one block.
+
+    From filters whose (input, output channel) pairs each hold their ``s_co`` taps together
+    (PyTorch's transposes, ``[C, cog, fh, fw]``: ``s_co = fh*fw``): the weight of tap ``k``,
+    input channel ``ci`` and output channel ``c < n_c`` is ``w[o + bases[k] + ci*s_ci +
+    c*s_co]`` (``bases[k] < s_co``) and goes to ``out[d0 + k*tap_size + ci // pair * width *
+    pair + c*pair + ci % pair]`` (zeros for ``c`` from ``n_c`` to ``width``). An input channel's
+    ``[n_c, s_co]`` weights, contiguous, go through a buffer ``[s_co, width]`` in register-tile
+    transposes; then each tap's row to its pack.
+    """
+    buf = np.zeros(s_co * width, w.dtype)  # rows past n_c stay zero
+    for ci in range(ci_lo, ci_hi):
+        transpose(w, o + ci * s_ci, s_co, buf, 0, width, n_c, s_co)
+        at = d0 + ci // pair * width * pair + ci % pair
+        for k in range(bases.shape[0]):
+            src = np.uint64(bases[k] * width)
+            dst = np.uint64(at + k * tap_size)
+            for c in range(np.uint64(width)):
+                out[dst + c * np.uint64(pair)] = buf[src + c]
+
+
 @kernel()
 def pack_serial(w, bases, meta, out, first, last):
     cig, cog, blocks, width, s_ci, s_g, s_co, pair = (meta[0], meta[1], meta[3], meta[4],
@@ -163,7 +186,14 @@ def pack_serial(w, bases, meta, out, first, last):
             for ci in range(cig):
                 _spread(w, o + ci * s_ci, out, d0 + ci // pair * width * pair + ci % pair, pair,
                         n_c, width)
-        elif s_co < s_ci:  # PyTorch's transpose filters: a tap's output channels fh*fw apart
+        elif s_co < s_ci and s_co * w.itemsize >= simd.VECTOR_BYTES:
+            # PyTorch's transpose filters, an (input, output channel)'s taps together, at least a
+            # vector of them: job (g, b, k) packs a k-th of the input channels of every tap
+            chunk = -(-cig // (n_taps * pair)) * pair
+            _pack_taps(w, bases, g * s_g + b * width * s_co, s_ci, s_co, n_c, out,
+                       d0 - k * cig * width, cig * width, min(cig, k * chunk),
+                       min(cig, (k + 1) * chunk), width, pair)
+        elif s_co < s_ci:  # the same with fewer taps: a tap's output channels fh*fw apart
             for ci in range(cig):
                 _gather(w, o + ci * s_ci, s_co, out, d0 + ci // pair * width * pair + ci % pair,
                         pair, n_c, width)
