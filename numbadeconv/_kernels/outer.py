@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
 from .._jit import kernel
-from . import segments, simd
+from . import copies, segments, simd
 from .correlate import MERGED, M, U, _tap_runs, out_layout
 from .simd import CHECK_BOUNDS
 
@@ -267,6 +267,8 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     cig = n_ch // groups
     d_flat = dst.reshape(-1)
     _, n_cols, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
+    adjacent = meta[4] * s_col == 1  # a row's pixels adjacent in dst (an NCHW convolution)
+    lanes = simd.VECTOR_BYTES // dst.itemsize
     cog = n_out // groups
     blocks = -(-cog // block)  # per group
     b_block = np.zeros(block, dst.dtype)
@@ -310,8 +312,9 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
             direct = n_c == block and s_ch == 1
             d_add = (g * cog + cb) * s_ch
             for s in range(n_seg):
-                t_lo, t_hi = m_ranges[1, m_first + s // n_cc], m_ranges[2, m_first + s // n_cc]
-                u_lo, u_hi = q_ranges[1, q_first + s % n_cc], q_ranges[2, q_first + s % n_cc]
+                rc, cc = m_first + s // n_cc, q_first + s % n_cc  # its runs of rows, columns
+                t_lo, t_hi = m_ranges[1, rc], m_ranges[2, rc]
+                u_lo, u_hi = q_ranges[1, cc], q_ranges[2, cc]
                 tiles = range(seg_tiles[s], seg_tiles[s + 1])
                 reads = t_lo < t_hi and u_lo < u_hi  # else only zeros (and no runs below)
                 if not reads:  # the bias alone
@@ -364,10 +367,18 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             begin = False
                 if direct and reads:
                     continue
-                # results not stored from the registers go from acc to dst, a channel at a time:
-                # an NCHW result's pixels lie together, its channels a plane apart (a plane of
-                # 4 KB multiples puts a pixel's channels in one L1 set: a 64x64 1 -> 32 layer
-                # stored pixel by pixel took 8x the time)
+                # results not stored from the registers go from acc to dst: an NCHW result's
+                # pixels lie together, its channels a plane apart (a plane of 4 KB multiples puts
+                # a pixel's channels in one L1 set: a 64x64 1 -> 32 layer stored pixel by pixel
+                # took 8x the time): a convolution's rows (adjacent pixels) in register-tile
+                # transposes, else a channel at a time
+                length = q_ranges[0, cc + 1] - q_ranges[0, cc]  # a row's pixels in the segment
+                if adjacent and n_c >= lanes:
+                    for r in range((n_hi - n_lo) * (m_ranges[0, rc + 1] - m_ranges[0, rc])):
+                        j = seg_tiles[s] * n_pix + r * length
+                        copies.transpose(acc, j * block, block, d_flat, out[j] + d_add, s_ch,
+                                         length, n_c)
+                    continue
                 for c in range(n_c):
                     at = d_add + c * s_ch
                     for j in range(seg_tiles[s] * n_pix, seg_tiles[s + 1] * n_pix):
