@@ -19,7 +19,8 @@ results need no conversion: the kernels write them so.)
 input channel ``ci``, output channel ``co`` is ``w[bases[k] + ci*s_ci + g*s_g + co*s_co]``, with
 ``meta = [cig, cog, groups, blocks, B, s_ci, s_g, s_co, P]``: ``P`` (1 or 2, dividing ``cig``)
 consecutive input channels of an output channel lie together. Job ``j`` writes one (group,
-block, tap).
+block, tap), or, from PyTorch's transpose filters (an input and output channel's taps together),
+a share of the input channels of every tap of its (group, block).
 
 ``transpose``: a matrix transpose in SIMD register tiles, for the layout conversions (the
 input's above, the depthwise kernel's NCHW results).
