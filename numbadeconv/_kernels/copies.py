@@ -143,26 +143,21 @@ def _gather(w, s0, s_step, out, d0, d_step, n_c, width):
 
 
 @kernel(internal=True)
-def _pack_taps(w, bases, o, s_ci, s_co, n_c, out, d0, tap_size, ci_lo, ci_hi, width, pair):
-    """Input channels ``ci_lo`` to ``ci_hi`` (multiples of ``pair``) of every tap of one block.
+def _rows_to_packs(buf, bases, out, at, tap_size, width, pair):
+    """Row ``bases[k]`` of ``buf`` (``[taps, width]``) to ``out[at + k*tap_size + c*pair]``.
 
-    From filters whose (input, output channel) pairs each hold their ``s_co`` taps together
-    (PyTorch's transposes, ``[C, cog, fh, fw]``: ``s_co = fh*fw``): the weight of tap ``k``,
-    input channel ``ci`` and output channel ``c < n_c`` is ``w[o + bases[k] + ci*s_ci +
-    c*s_co]`` (``bases[k] < s_co``) and goes to ``out[d0 + k*tap_size + ci // pair * width *
-    pair + c*pair + ci % pair]`` (zeros for ``c`` from ``n_c`` to ``width``). An input channel's
-    ``[n_c, s_co]`` weights, contiguous, go through a buffer ``[s_co, width]`` in register-tile
-    transposes; then each tap's row to its pack.
+    For every tap ``k`` and ``c < width``; ``pair`` is 1 or 2 (a loop for each, whose step LLVM
+    knows: it vectorises both without versioning them for the step).
     """
-    buf = np.zeros(s_co * width, w.dtype)  # rows past n_c stay zero
-    for ci in range(ci_lo, ci_hi):
-        transpose(w, o + ci * s_ci, s_co, buf, 0, width, n_c, s_co)
-        at = d0 + ci // pair * width * pair + ci % pair
-        for k in range(bases.shape[0]):
-            src = np.uint64(bases[k] * width)
-            dst = np.uint64(at + k * tap_size)
+    for k in range(bases.shape[0]):
+        src = np.uint64(bases[k] * width)
+        dst = np.uint64(at + k * tap_size)
+        if pair == 1:
             for c in range(np.uint64(width)):
-                out[dst + c * np.uint64(pair)] = buf[src + c]
+                out[dst + c] = buf[src + c]
+        else:
+            for c in range(np.uint64(width)):
+                out[dst + 2 * c] = buf[src + c]
 
 
 @kernel()
@@ -170,6 +165,11 @@ def pack_serial(w, bases, meta, out, first, last):
     cig, cog, blocks, width, s_ci, s_g, s_co, pair = (meta[0], meta[1], meta[3], meta[4],
                                                        meta[5], meta[6], meta[7], meta[8])
     n_taps = bases.shape[0]
+    # PyTorch's transpose filters, an (input, output channel)'s s_co = fh*fw taps together, at
+    # least a vector of them: job (g, b, k) packs a k-th of the input channels of every tap
+    by_channel = s_co < s_ci and s_co * w.itemsize >= simd.VECTOR_BYTES
+    chunk = -(-cig // (n_taps * pair)) * pair
+    buf = np.empty(s_co * width if by_channel else 0, w.dtype)
     for job in range(first, last):
         k = job % n_taps
         b = job // n_taps % blocks
@@ -177,9 +177,24 @@ def pack_serial(w, bases, meta, out, first, last):
         d0 = job * cig * width
         o = bases[k] + g * s_g + b * width * s_co
         n_c = max(0, min(width, cog - b * width))  # real channels; zeros after them
-        if pair == 1 and s_ci == 1:  # input channels contiguous (a transpose's filters)
-            transpose(w, o, s_co, out, d0, width, n_c, cig)
-            for ci in range(cig):
+        if by_channel and n_c < width:
+            buf[:] = 0  # the channels past n_c (the transposes write the others)
+        if by_channel or (pair == 1 and s_ci == 1):
+            # Register-tile transposes (one call: each call site is inlined, and compiled, on
+            # its own): the tap's [n_c, cig] weights straight into its pack (a transpose's filters,
+            # input channels contiguous), or each of the job's input channels' [n_c, s_co] into
+            # buf, whose rows (taps) then go to their packs (2.5x faster for 5x5 taps than
+            # gathering each tap's output channels).
+            lo = min(cig, k * chunk) if by_channel else 0
+            hi = min(cig, (k + 1) * chunk) if by_channel else 1
+            for ci in range(lo, hi):
+                transpose(w, o - bases[k] + ci * s_ci if by_channel else o, s_co,
+                          buf if by_channel else out, 0 if by_channel else d0, width, n_c,
+                          s_co if by_channel else cig)
+                if by_channel:
+                    _rows_to_packs(buf, bases, out, d0 - k * cig * width + ci // pair * width
+                                   * pair + ci % pair, cig * width, width, pair)
+            for ci in range(0 if by_channel else cig):
                 for j in range(n_c, width):
                     out[d0 + ci * width + j] = 0
             continue
@@ -187,14 +202,7 @@ def pack_serial(w, bases, meta, out, first, last):
             for ci in range(cig):
                 _spread(w, o + ci * s_ci, out, d0 + ci // pair * width * pair + ci % pair, pair,
                         n_c, width)
-        elif s_co < s_ci and s_co * w.itemsize >= simd.VECTOR_BYTES:
-            # PyTorch's transpose filters, an (input, output channel)'s taps together, at least a
-            # vector of them: job (g, b, k) packs a k-th of the input channels of every tap
-            chunk = -(-cig // (n_taps * pair)) * pair
-            _pack_taps(w, bases, g * s_g + b * width * s_co, s_ci, s_co, n_c, out,
-                       d0 - k * cig * width, cig * width, min(cig, k * chunk),
-                       min(cig, (k + 1) * chunk), width, pair)
-        elif s_co < s_ci:  # the same with fewer taps: a tap's output channels fh*fw apart
+        elif s_co < s_ci:  # PyTorch's transpose filters, fewer taps: output channels fh*fw apart
             for ci in range(cig):
                 _gather(w, o + ci * s_ci, s_co, out, d0 + ci // pair * width * pair + ci % pair,
                         pair, n_c, width)
