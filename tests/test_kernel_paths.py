@@ -450,3 +450,60 @@ def test_depthwise_matches_reference(g):
     np.testing.assert_allclose(y, expected[0], rtol=tol, atol=tol)
     np.testing.assert_allclose(nd.conv2d_transpose(dy, w1, x.shape, *args, **kwargs),
                                expected[1], rtol=tol, atol=tol)
+
+
+@st.composite
+def tiled_geometries(draw):
+    """Any geometry, for the tiled kernel: segments of pixels down to single pixels, tiles that
+    span rows, kernels wider than the image, padding wider than the kernel."""
+    groups = draw(st.integers(1, 2))
+    pads = [draw(st.integers(0, 5)) for _ in range(4)]
+    return dict(
+        x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 12)), draw(st.integers(1, 12)),
+                 groups * draw(st.integers(1, 12))),
+        groups=groups,
+        out_channels=groups * draw(st.integers(1, 4)),
+        kernel=(draw(st.integers(1, 6)), draw(st.integers(1, 6))),
+        strides=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        dilations=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        padding=draw(st.sampled_from(["SAME", "VALID", [[0, 0], pads[:2], pads[2:], [0, 0]]])),
+        dtype=draw(st.sampled_from([np.float32, np.float64])),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@settings(deadline=None, max_examples=60,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                 HealthCheck.function_scoped_fixture])
+@given(g=tiled_geometries())
+def test_tiled_matches_reference(g, mode, monkeypatch):
+    # every call on the tiled kernel (it reads the source unpadded), conv2d and its transpose
+    monkeypatch.setattr(_engine, "_choose_kernel", lambda *args: "tiled")
+    (n, h, w_, c), (kh, kw), groups = g["x_shape"], g["kernel"], g["groups"]
+    padding = g["padding"]
+    w_shape = (kh, kw, c // groups, g["out_channels"])
+    pads = (padding,) * 2 if isinstance(padding, str) else (tuple(padding[1]), tuple(padding[2]))
+    (oh, pt, _), (ow, pl, _) = (
+        nd.sizes.window(size, k, s, p, d) for size, k, s, p, d in
+        zip((h, w_), (kh, kw), g["strides"], pads, g["dilations"], strict=True))
+    assume(oh > 0 and ow > 0)
+    conv = _engine.plan_conv2d.__wrapped__(g["x_shape"], w_shape, g["strides"], g["dilations"],
+                                           (pt, pl), (oh, ow), groups)
+    transpose = _engine.plan_input_grad.__wrapped__(
+        (n, oh, ow, w_shape[3]), w_shape, (h, w_), g["strides"], g["dilations"], (pt, pl),
+        groups)
+    assert {conv.kind, transpose.kind} <= {"tiled", "fill"}
+    rng = np.random.default_rng(g["seed"])
+    x = rng.standard_normal(g["x_shape"]).astype(g["dtype"])
+    w = rng.standard_normal(w_shape).astype(g["dtype"])
+    dy = rng.standard_normal((n, oh, ow, w_shape[3])).astype(g["dtype"])
+    tol = 1e-10 if g["dtype"] == np.float64 else 1e-4
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    args = (g["strides"], padding)
+    np.testing.assert_allclose(
+        _engine.correlate_run(conv, x, w, None, threads),
+        reference_conv2d(x, w, *args, dilations=g["dilations"]), rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        _engine.correlate_run(transpose, dy, w, None, threads),
+        reference_conv2d_transpose(dy, w, x.shape, *args, dilations=g["dilations"]),
+        rtol=tol, atol=tol)
