@@ -3,12 +3,12 @@
 All run as jobs (``X_serial`` over jobs ``first`` to ``last``), spread over threads by
 :mod:`.parallel` when large: a serial copy would bound the speed-up of the kernel that follows it.
 
-``pad``: the zero-padded copy of an NHWC input that the outer, tiled and filter-gradient
-kernels read. ``out[n, i, j, c] = a[n, i - top, j - left, c]`` where that is inside ``a``, else
-0, for ``out`` ``[N, height, width*C]`` (last two axes merged) and ``a`` ``[N, H, W, C]``;
-``top`` and ``left`` are non-negative, and ``out`` may also crop ``a``. Job ``j`` writes row
-``j`` of the ``N*height`` rows. (Its arguments have the types of ``pad_channels_first``'s: one
-parallel launcher compiled for both.)
+``pad``: the zero-padded copy of an NHWC input that the outer-product kernel (where a call does
+much work per input element) and the filter-gradient kernels read. ``out[n, i, j, c] = a[n, i -
+top, j - left, c]`` where that is inside ``a``, else 0, for ``out`` ``[N, height, width*C]``
+(last two axes merged) and ``a`` ``[N, H, W, C]``; ``top`` and ``left`` are non-negative, and
+``out`` may also crop ``a``. Job ``j`` writes row ``j`` of the ``N*height`` rows. (Its
+arguments have the types of ``pad_channels_first``'s: one parallel launcher compiled for both.)
 
 ``pad_channels_first``: the same copy from an NCHW input ``a`` ``[N, C, H, W]`` (``left`` in
 pixels): the layout conversion of ``data_format="NCHW"`` and the padding in one pass. (NCHW
@@ -23,7 +23,8 @@ block, tap), or, from PyTorch's transpose filters (an input and output channel's
 a share of the input channels of every tap of its (group, block).
 
 ``transpose``: a matrix transpose in SIMD register tiles, for the layout conversions (the
-input's above, the depthwise kernel's NCHW results).
+input's above, the depthwise and outer-product kernels' NCHW results) and the packing of
+transposes' filters.
 """
 
 import numpy as np
@@ -183,7 +184,7 @@ def pack_serial(w, bases, meta, out, first, last):
             # Register-tile transposes (one call: each call site is inlined, and compiled, on
             # its own): the tap's [n_c, cig] weights straight into its pack (a transpose's filters,
             # input channels contiguous), or each of the job's input channels' [n_c, s_co] into
-            # buf, whose rows (taps) then go to their packs (2.5x faster for 5x5 taps than
+            # buf, whose rows (taps) then go to their packs (2-2.5x faster for 5x5 taps than
             # gathering each tap's output channels).
             lo = min(cig, k * chunk) if by_channel else 0
             hi = min(cig, (k + 1) * chunk) if by_channel else 1

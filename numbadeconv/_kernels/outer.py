@@ -48,6 +48,7 @@ MAX_PIXELS = 12
 #: cache, the rest holds the tiles' source runs.
 CHUNK_BYTES = 16 * 1024
 
+
 def block_width(cig: int, cog: int) -> int:
     """Output channels per block for groups of ``cig`` -> ``cog`` channels: 8 or 16.
 

@@ -115,7 +115,6 @@ def _dot8x1(x, p0, p1, p2, p3, p4, p5, p6, p7, w, w0, span, acc):
     return (a0, a1, a2, a3, a4, a5, a6, a7)
 
 
-
 @kernel(internal=True)
 def _segment_runs(tap_x, tap_w, nu, merged, cig, t_lo, t_hi, u_lo, u_hi, run_x, run_w):
     """The runs of a segment: row taps ``t_lo`` to ``t_hi``, column taps ``u_lo`` to ``u_hi``.
@@ -191,8 +190,9 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     m_ranges = np.empty((3, meta[7] + 3), np.int64)
     q_ranges = np.empty((3, n_cols + 3), np.int64)
     for job in range(first, last):
-        n, p, m_lo, m_hi, nq, nt, nu, th, tw, ws = _job(phases, meta, job)
-        n_taps, span = _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
+        n, p, m_lo, m_hi, _, nt, nu, _, _, _ = _job(phases, meta, job)
+        # the phase's runs, of which each segment takes its own (_segment_runs)
+        _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
         merged = phases[p, MERGED] != 0
         m_first, n_rc, q_first, n_cc, seg_tiles, base, out = segments.split(
             src, meta, phases, toffs, p, n, n + 1, m_lo, m_hi, s_img, s_row, s_col, n_pix, cig,
