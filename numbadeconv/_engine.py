@@ -73,12 +73,13 @@ ROWWISE_MAX_CHANNELS = 4
 #: are at least this long (a float32 vector) ...
 ONE_CHANNEL_MIN_SPAN = simd.VECTOR_BYTES // 4
 
-#: ... and the call does at least this many multiply-adds (below, the tiled kernel's setup costs
-#: more than its tiles save: the tutorial's 3 -> 1 channel convolution of 9 pixels 1.08-1.13x the
-#: time, a 4x4 image under a 5x5 window 1.27x). Tiled over row-wise: 2 -> 1 channels k3 (runs
-#: of 6) 1.3x the time, k4 (8) 0.74, 3 -> 1 k3 (9) 0.79, 3 -> 1 k5 0.62, 4 -> 1 k7 0.35
-#: (parallel calls); serial calls too, since the tiled kernel reads the input unpadded: 3 -> 1 k5
-#: on 32x32 0.46-0.55, 3 -> 1 k3 on 8x8 0.83-0.96.
+#: ... and, where the row-wise kernel is the other choice (a handful of channels), the call does at
+#: least this many multiply-adds (below, the tiled kernel's setup costs more than its tiles save:
+#: the tutorial's 3 -> 1 channel convolution of 9 pixels 1.08-1.13x the time, a 4x4 image under a
+#: 5x5 window 1.27x). Tiled over row-wise: 2 -> 1 channels k3 (runs of 6) 1.3x the time, k4 (8)
+#: 0.74, 3 -> 1 k3 (9) 0.79, 3 -> 1 k5 0.62, 4 -> 1 k7 0.35 (parallel calls); serial calls too,
+#: since the tiled kernel reads the input unpadded: 3 -> 1 k5 on 32x32 0.46-0.55, 3 -> 1 k3 on 8x8
+#: 0.83-0.96.
 ONE_CHANNEL_MIN_MACS = 1024
 
 #: A job computes a block of output rows whose source rows take about this many bytes (about an L2
@@ -213,19 +214,21 @@ def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs: int,
 
     Depthwise for one input channel per group (also for a handful of channels: an RGB image's
     per-channel filters, 1.5-2.9x faster than row-wise); the tiled kernel's one-channel tiles
-    for one output channel from several input channels (ONE_CHANNEL_MIN_SPAN, _MACS); row-wise for a
-    handful of channels otherwise; else the outer-product kernel, unless the tiled one reduces
-    long ``spans`` (a phase's reduction runs) into output channels that would leave the outer
-    kernel's blocks mostly empty, or reads the filters in place (``in_place``) on a call that
-    does too few multiply-adds per filter element (of ``n_weights``) to pay for packing them.
-    ``affine``: whether the outer kernel can pack the filters (always, in practice).
+    for one output channel from several input channels (ONE_CHANNEL_MIN_SPAN and _MACS);
+    row-wise for a handful of channels otherwise; else the outer-product kernel, unless the
+    tiled one reduces long ``spans`` (a phase's reduction runs) into output channels that would
+    leave the outer kernel's blocks mostly empty, or reads the filters in place (``in_place``)
+    on a call that does too few multiply-adds per filter element (of ``n_weights``) to pay for
+    packing them. ``affine``: whether the outer kernel can pack the filters (always, in
+    practice).
     """
     if cig == 1 and groups > 1:
         return "depthwise"
+    few = cig * cog * groups <= ROWWISE_MAX_CHANNELS and min(cig, cog) == 1
     if (cog == 1 and cig > 1 and min(spans) >= ONE_CHANNEL_MIN_SPAN
-            and macs >= ONE_CHANNEL_MIN_MACS):
+            and not (few and macs < ONE_CHANNEL_MIN_MACS)):
         return "tiled"
-    if cig * cog * groups <= ROWWISE_MAX_CHANNELS and min(cig, cog) == 1:
+    if few:
         return "rowwise"
     if not affine:  # the tiled kernel packs any layout of the filters
         return "tiled"
