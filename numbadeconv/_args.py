@@ -20,7 +20,6 @@ _FLOAT_DTYPES = frozenset((np.dtype(np.float16), np.dtype(np.float32), np.dtype(
 _NATIVE_COMPUTE = frozenset((np.dtype(np.float32), np.dtype(np.float64)))  # native byte order
 
 
-
 def _physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

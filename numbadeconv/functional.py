@@ -94,8 +94,6 @@ def _bias_for_engine(b: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None
     return None if b is None else _args.prepared(b, dtype, True, "bias")
 
 
-
-
 def _channels_last(x: np.ndarray) -> bool:
     """Whether ``x`` (NCHW) is an NCHW view of an NHWC buffer: PyTorch's ``channels_last``."""
     return x.transpose(0, 2, 3, 1).flags.c_contiguous and not x.flags.c_contiguous
