@@ -6,6 +6,7 @@ plain fill when no tap reaches the output) and runs small calls serially; these 
 path and the parallel entry points.
 """
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -398,6 +399,27 @@ def test_nchw_layout_conversions(case, dtype, mode, monkeypatch):
     np.testing.assert_array_equal(
         dw, nd.conv2d_backprop_filter(np.ascontiguousarray(x.transpose(to_nhwc)), w_shape,
                                       dy_nhwc, stride, padding, threads=threads))
+
+
+@numba.njit(cache=False)
+def _transpose(src, s0, s_step, dst, d0, d_step, rows, cols):
+    copies.transpose(src, s0, s_step, dst, d0, d_step, rows, cols)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_register_tile_transpose(dtype):
+    """Every mix of whole tiles and the rows and columns past them, inside larger strides."""
+    rng = np.random.default_rng(5)
+    for rows in (0, 1, 3, 4, 7, 8, 9, 16, 19):
+        for cols in (0, 1, 3, 4, 7, 8, 9, 16, 19):
+            s_step, d_step = cols + 3, rows + 5
+            src = rng.standard_normal(2 + rows * s_step).astype(dtype)
+            dst = np.full(7 + cols * d_step, -1.0, dtype)
+            _transpose(src, 2, s_step, dst, 7, d_step, rows, cols)
+            expected = np.full_like(dst, -1.0)
+            block = expected[7:].reshape(cols, d_step)
+            block[:, :rows] = src[2:].reshape(rows, s_step)[:, :cols].T
+            np.testing.assert_array_equal(dst, expected, f"{rows} x {cols}")
 
 
 @st.composite

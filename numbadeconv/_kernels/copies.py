@@ -86,8 +86,11 @@ def transpose(src, s0, s_step, dst, d0, d_step, rows, cols):
     for i in range(0, r_tiles, lanes):
         for j in range(0, c_tiles, lanes):
             _tile(src, s0 + i * s_step + j, s_step, dst, d0 + j * d_step + i, d_step)
-    for i in range(rows):
-        for j in range(c_tiles if i < r_tiles else 0, cols):
+    for i in range(r_tiles if c_tiles < cols else 0):  # the tiled rows' last columns
+        for j in range(c_tiles, cols):
+            dst[d0 + j * d_step + i] = src[s0 + i * s_step + j]
+    for i in range(r_tiles, rows):  # the last rows, whole
+        for j in range(cols):
             dst[d0 + j * d_step + i] = src[s0 + i * s_step + j]
 
 
