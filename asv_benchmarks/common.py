@@ -164,6 +164,8 @@ CASES: dict[str, Case] = {
     "sparse_coding_k11_b8": Case((8, 128, 128, 1), (11, 11, 1, 32), slow=True),
     # A small network's first layer 64x64x1 -> 32, k3, batch 16 (its transpose: the last layer).
     "first_layer_1to32_b16": Case((16, 64, 64, 1), (3, 3, 1, 32)),
+    # ... and an RGB first layer 64x64x3 -> 32 in NCHW (the planar kernel: no layout copies).
+    "first_layer_3to32_b16_nchw": Case((16, 64, 64, 3), (3, 3, 3, 32), data_format="NCHW"),
     # An RGB image's per-channel 15x15 filters (deblurring), 512x512.
     "rgb_deblur_dw_k15_512": Case((1, 512, 512, 3), (15, 15, 1, 3), groups=3),
     # Grouped (8 groups) 4x4 s2 up-convolution 16x16x256 -> 32x32x128, batch 8.
@@ -176,7 +178,7 @@ CONV2D_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                 "resnet_56x56x64_b8", "resnet_56x56x64_b8_nchw", "resnet_14x14x256_b8",
                 "resnet_1x1_28x28x512_b8", "mobilenet_dw_112x112x32_b8",
                 "mobilenet_dw_s2_112x112x64_b8", "few_ch_64x64x8_b4", "sparse_coding_k11_b8",
-                "first_layer_1to32_b16", "rgb_deblur_dw_k15_512"]
+                "first_layer_1to32_b16", "first_layer_3to32_b16_nchw", "rgb_deblur_dw_k15_512"]
 TRANSPOSE_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                    "vae_dec_f64_nchw", "dcgan_4to8_b16", "dcgan_8to16_b16", "dcgan_16to32_b16",
                    "dcgan_16to32_b16_nchw", "dcgan_32to64_b64", "unet_up_28to56",

@@ -7,8 +7,9 @@ a padding copy, one gather, one kernel launch and the allocations. Everything he
 validated NHWC arrays of one float dtype (float32 or float64; C-contiguous, or the NHWC view of a
 C-contiguous NCHW array, converted in the padding copy) and plain ints, and returns a new NHWC
 array (with ``channels_first``, the NHWC view of a new NCHW array, which the kernels write
-directly). Sizes are TensorFlow's (see :mod:`numbadeconv.sizes`); ``pad`` is the (top, left)
-padding of the convolution's input.
+directly; NCHW correlations of unit steps and few channels run on the planar kernel, which reads
+the input's planes as they are). Sizes are TensorFlow's (see :mod:`numbadeconv.sizes`); ``pad``
+is the (top, left) padding of the convolution's input.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numba
 import numpy as np
 
 from . import _args, _jit
-from ._kernels import copies, correlate, depthwise, outer, parallel, simd, tiled
+from ._kernels import copies, correlate, depthwise, outer, parallel, planar, simd, tiled
 from ._kernels import filter_grad as _filter_grad
 
 #: Below this many multiply-adds a call runs serially: a parallel launch costs microseconds.
@@ -119,6 +120,23 @@ DEPTHWISE_FEW_TILE = 96
 #: about this many bytes (they stay in L2).
 WEIGHT_BLOCK_BYTES = 256 * 1024
 
+#: NCHW correlations of unit steps (a stride-1 convolution or transpose, one group) of at most
+#: this many input channels take the planar kernel (:mod:`._kernels.planar`: the input's and
+#: result's planes as they are, no layout conversions), whatever their output channels. Time
+#: planar over the NHWC kernels with their conversions, k3, 2 threads: 8 images of 56x56, 1 -> 32
+#: 0.62, 2 -> 32 0.73, 3 -> 32 0.82 (3 -> 64 0.81, 3 -> 128 0.82), 4 -> 32 0.96-1.02 (6 -> 32
+#: 1.08-1.18, 8 -> 32 1.22-1.45), 1 -> 1..6 (k5) 0.23-0.80, 3 -> 1..6 0.44-0.62; 16 of 64x64
+#: (planes 4 KB apart, where the NHWC kernels' NCHW stores are slowest) 1 -> 32 0.42-0.47,
+#: 3 -> 32 0.60, 4 -> 32 0.66 (6 -> 32 0.74, 8 -> 32 0.94) ...
+PLANAR_MAX_CHANNELS = 4
+
+#: ... and of at most PLANAR_FEW_MAX_CHANNELS input channels into at most this many output
+#: channels (a tile of the planar kernel; the outer-product kernel's blocks of 8 would be mostly
+#: empty): 4 -> 1..3 0.72-0.79, 5 -> 5 0.64, 6 -> 1..6 0.68-0.92, 7 -> 4 0.75 (8 -> 1 1.43,
+#: 8 -> 3 0.92, 8 -> 6 0.97; 4 -> 8 1.04).
+PLANAR_FEW_OUT = 6
+PLANAR_FEW_MAX_CHANNELS = 7
+
 _CORRELATE = {"outer": outer.outer_serial, "tiled": tiled.tiled_serial,
               "depthwise": depthwise.depthwise_serial, "rowwise": correlate.rowwise_serial}
 
@@ -206,6 +224,17 @@ class CorrelationPlan:
     pack: tuple[np.ndarray, np.ndarray] | None  # outer kernel: (bases, meta) of copies.pack
     macs: int
     max_rows: int  # rows per job that keep its source rows within ROW_BLOCK_BYTES
+    planar: PlanarPlan | None = None  # the planar kernel's, for NCHW data (PLANAR_MAX_CHANNELS)
+
+
+@dataclass(frozen=True, eq=False)
+class PlanarPlan:
+    """The planar kernel's part of a plan (:mod:`._kernels.planar`), for NCHW input and result."""
+
+    frame: tuple[int, int, int, int]  # (top, left, height, width): the source in its padded planes
+    weight_index: np.ndarray  # weights = filters.ravel()[weight_index], [Cout, C, T, U]
+    toffs: np.ndarray  # the row taps' offsets
+    meta: np.ndarray  # the job blocking (meta[10:14]) is set by _planar_meta
 
 
 def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs: int, n_weights: int,
@@ -355,6 +384,8 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
                 packed.append(index)
                 w_start += index.size
         weight_index = np.concatenate(packed)
+    planar_plan = _planar_plan(out_shape, cig, groups, frame or (0, 0, *src_hw), rows, cols,
+                               taps[0][0], (*src_stride, *dst_stride))
     top_left = (0, 0) if frame is None else frame[:2]
     src_size = out_shape[0] * src_hw[0] * src_hw[1] * n_ch
     unpadded = kind in UNPADDED_KINDS or (kind == "outer"
@@ -375,7 +406,34 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
         pack=pack,
         macs=macs,
         max_rows=max(1, ROW_BLOCK_BYTES // max(1, src_row_bytes)),
+        planar=planar_plan,
     )
+
+
+def _planar_plan(out_shape, cig: int, groups: int, frame, rows, cols, i5,
+                 steps) -> PlanarPlan | None:
+    """The planar kernel's plan of a correlation, where it applies (else None).
+
+    One phase covering the result, unit source and result ``steps`` (a convolution of stride 1
+    or a transpose of stride 1), one group, few channels (PLANAR_MAX_CHANNELS, PLANAR_FEW_OUT),
+    column taps evenly spaced; ``frame`` is the padded source (top, left, height, width), ``i5``
+    the phase's filter index ``[T, U, cig, 1, cog]``.
+    """
+    _, oh, ow, cog = out_shape
+    few = cig <= PLANAR_MAX_CHANNELS or (cig <= PLANAR_FEW_MAX_CHANNELS
+                                         and cog <= PLANAR_FEW_OUT)
+    if (len(rows) != 1 or len(cols) != 1 or steps != (1, 1, 1, 1) or groups != 1 or not few
+            or i5.size == 0 or rows[0][:2] != (0, oh) or cols[0][:2] != (0, ow)):
+        return None
+    offsets = cols[0][2]
+    spacings = set(np.diff(offsets).tolist()) or {1}
+    if len(spacings) != 1:
+        return None
+    meta = (cig, cog, len(rows[0][2]), len(offsets), spacings.pop(), offsets[0], oh, ow,
+            frame[2], frame[3], 0, 0, 0, 0)
+    return PlanarPlan(frame=tuple(frame), weight_index=i5[:, :, :, 0, :].transpose(3, 2, 0, 1)
+                      .ravel().astype(np.intp), toffs=np.array(rows[0][2], np.int64),
+                      meta=np.array(meta, np.int64))
 
 
 def _fill_plan(out_shape) -> CorrelationPlan:
@@ -559,6 +617,9 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         nhwc[...] = bias
         return nhwc
     threads = _threads_for(threads, plan.macs)
+    if channels_first and plan.planar is not None and src.transpose(0, 3, 1, 2).flags.c_contiguous:
+        _planar_run(plan.planar, src.transpose(0, 3, 1, 2), w, bias, threads, dst)
+        return nhwc
     meta, n_jobs = _blocked_meta(plan, threads, channels_first)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
@@ -575,6 +636,47 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
     _launch(_CORRELATE[plan.kind], threads, n_jobs, _padded(src, plan.frame, threads), weights,
             dst, plan.phases, plan.toffs, meta, bias)
     return nhwc
+
+
+@functools.lru_cache(maxsize=512)
+def _planar_meta(plan: PlanarPlan, images: int, threads: int,
+                 itemsize: int) -> tuple[np.ndarray, int]:
+    """``plan.meta`` with the job blocking for ``images`` images on ``threads`` threads.
+
+    A job is an image's rows (all of them, or enough row blocks for JOBS_PER_THREAD jobs per
+    thread), for all tiles of output channels (or, when rows are too few, a chunk of them).
+    Returns the meta and the number of jobs.
+    """
+    oh, cog = int(plan.meta[6]), int(plan.meta[1])
+    wanted = JOBS_PER_THREAD * threads if threads > 1 else 1
+    n_row_blocks = min(oh, -(-wanted // images))
+    rows = -(-oh // n_row_blocks)
+    n_row_blocks = -(-oh // rows)
+    n_tiles = -(-cog // outer.tile_pixels(2 * simd.VECTOR_BYTES // itemsize, itemsize, 1))
+    n_chunks = min(n_tiles, -(-wanted // (images * n_row_blocks)))
+    tiles = -(-n_tiles // n_chunks)
+    n_chunks = -(-n_tiles // tiles)
+    meta = plan.meta.copy()
+    meta[10:14] = rows, n_row_blocks, tiles, n_chunks
+    return meta, images * n_row_blocks * n_chunks
+
+
+def _planar_run(plan: PlanarPlan, planes: np.ndarray, w: np.ndarray, bias: np.ndarray,
+                threads: int, dst: np.ndarray) -> None:
+    """Run the planar kernel: ``planes`` the C-contiguous NCHW input, ``dst`` the NCHW result."""
+    n, c, h, wd = planes.shape
+    top, left, height, width = plan.frame
+    # the padded planes, then zeros for the reads of a row's last tile past the last plane
+    slack = -(-2 * simd.VECTOR_BYTES // planes.itemsize // (height * width))
+    _args.check_output_bytes("the zero-padded copy of the input that this padding and dilation "
+                             "need", (n * c + slack, height, width), planes.itemsize)
+    padded = np.empty((n * c + slack, height, width), planes.dtype)
+    padded[n * c:] = 0
+    _launch(copies.pad_serial, _threads_for(threads, padded.size, PARALLEL_MIN_COPY),
+            n * c * height, planes.reshape(n * c, h, wd, 1), padded, top, left)
+    meta, n_jobs = _planar_meta(plan, n, threads, planes.itemsize)
+    _launch(planar.planar_serial, threads, n_jobs, padded, w.ravel()[plan.weight_index], dst,
+            plan.toffs, meta, bias)
 
 
 @functools.lru_cache(maxsize=64)

@@ -26,7 +26,7 @@ from numba.core.dispatcher import Dispatcher
 
 from . import _jit
 from ._engine import _CORRELATE
-from ._kernels import copies, filter_grad, parallel
+from ._kernels import copies, filter_grad, parallel, planar
 
 logger = logging.getLogger("numbadeconv")
 
@@ -42,9 +42,9 @@ def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
 
     Longest compile first (measured on one dtype: the depthwise kernel 5.5-8.6 s, the
     outer-product kernel 4.5-6 s, the tiled kernel, the filter gradient and the filter packing
-    2-3.8 s each, the others 0.3-1.6 s, the parallel loop ~0.5 s (one signature for every kernel
-    and dtype), its argument stores 0.1-0.4 s per signature), so that the workers finish
-    together.
+    2-3.8 s each, the row-wise and planar kernels 1.4-2 s, the others 0.3-1.4 s, the parallel
+    loop ~0.5 s (one signature for every kernel and dtype), its argument stores 0.1-0.4 s per
+    signature), so that the workers finish together.
     """
     f = types.float32 if dtype == np.float32 else types.float64
     i64 = types.int64
@@ -54,15 +54,17 @@ def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
     grad_args = (types.Array(f, 3, "C"), types.Array(f, 4, "C"), types.Array(f, 5, "C"), ints)
     pad_args = (types.Array(f, 4, "C"), types.Array(f, 3, "C"), i64, i64)  # both layouts
     pack_args = (types.Array(f, 1, "C"), ints, ints, types.Array(f, 1, "C"))
+    planar_args = (types.Array(f, 3, "C"), types.Array(f, 1, "C"), types.Array(f, 4, "C"), ints,
+                   ints, types.Array(f, 1, "C"))
     kernels = [(_CORRELATE["depthwise"], correlate_args), (_CORRELATE["outer"], correlate_args),
                (_CORRELATE["tiled"], correlate_args),
                (filter_grad.filter_grad_serial, grad_args), (copies.pack_serial, pack_args),
-               (_CORRELATE["rowwise"], correlate_args),
+               (_CORRELATE["rowwise"], correlate_args), (planar.planar_serial, planar_args),
                (filter_grad.depthwise_filter_grad_serial, grad_args),
                (copies.pad_channels_first_serial, pad_args), (copies.pad_serial, pad_args)]
     launches = sorted({types.BaseTuple.from_types(args) for _, args in kernels}, key=str)
     units = [(serial, [(*args, i64, i64)]) for serial, args in kernels]
-    units[7:7] = [(parallel.run_jobs, [(i64, i64, i64, i64)]),
+    units[8:8] = [(parallel.run_jobs, [(i64, i64, i64, i64)]),
                   (parallel.store, [(args,) for args in launches])]
     return units
 

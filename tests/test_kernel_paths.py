@@ -354,7 +354,8 @@ def test_depthwise_rows_span_several_tiles():
     assert plan.kind == "depthwise" and plan.meta[13] < 120 * 40
 
 
-# NCHW: the input's layout conversion runs in the padded copy (or alone, for the kernels that read
+# NCHW: the input's layout conversion runs in the padded copy (unit steps and few channels:
+# none, the planar kernel below) (or alone, for the kernels that read
 # the input unpadded), in vector tiles of 8 (float32) or 4 (float64) channels x pixels, then the
 # channels and pixels past the tiles; every kernel writes NCHW results itself (the depthwise one
 # from its row buffer, in the same tiles when the output column stride is 1).
@@ -364,7 +365,7 @@ NCHW = [
     ((1, 20, 8, 8), (2, 2, 20, 9), 2, "VALID"),  # no padding: a conversion alone
     ((2, 12, 10, 11), (3, 3, 1, 12), 2, "SAME"),  # depthwise: reads the converted input
     ((1, 16, 11, 21), (5, 5, 1, 32), 1, "SAME"),  # depthwise multiplier 2, eight-row runs
-    ((2, 3, 7, 5), (3, 3, 3, 2), 1, "SAME"),  # outer kernel, few channels (8 in the transpose)
+    ((2, 3, 7, 5), (3, 3, 3, 2), 2, "SAME"),  # outer kernel, few channels (8 in the transpose)
     ((2, 1, 9, 13), (3, 3, 1, 2), 2, "SAME"),  # one input channel (row-wise kernel)
     ((1, 64, 6, 7), (3, 3, 64, 64), 1, "SAME"),  # tiled, filters in place (the transpose)
 ]
@@ -399,6 +400,107 @@ def test_nchw_layout_conversions(case, dtype, mode, monkeypatch):
     np.testing.assert_array_equal(
         dw, nd.conv2d_backprop_filter(np.ascontiguousarray(x.transpose(to_nhwc)), w_shape,
                                       dy_nhwc, stride, padding, threads=threads))
+
+
+# NCHW correlations of unit steps and few channels read the input's planes and write the
+# result's (the planar kernel): rows shorter than a tile, of whole tiles and longer (a last tile
+# that overlaps the one before it), dilations, padding wider than the kernel, more input channels
+# into few outputs; an NCHW-labelled view of NHWC memory (PyTorch's channels_last) takes the
+# NHWC kernels instead.
+PLANAR = [
+    # (x shape NCHW, filter shape [fh, fw, C, out], padding, dilation)
+    ((2, 1, 9, 13), (3, 3, 1, 32), "SAME", 1),
+    ((1, 3, 5, 16), (5, 5, 3, 7), "SAME", 1),
+    ((2, 2, 6, 40), (3, 4, 2, 13), [[0, 0], [0, 0], [4, 1], [2, 5]], 1),
+    ((1, 3, 7, 17), (3, 3, 3, 2), "VALID", 2),
+    ((3, 6, 4, 9), (2, 3, 6, 5), "SAME", 1),
+    ((1, 1, 1, 1), (3, 3, 1, 1), "SAME", 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", PLANAR, ids=str)
+def test_planar_kernel(case, dtype, mode):
+    x_shape, w_shape, padding, dilation = case
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    plan = nd.api._conv2d_geometry(x.shape, x.dtype, w.shape, w.dtype, 1, padding, "NCHW",
+                                   dilation)[3]
+    assert plan.planar is not None
+    padding_nhwc = padding if isinstance(padding, str) else [padding[i] for i in (0, 2, 3, 1)]
+    expected = reference_conv2d(x_nhwc, w, 1, padding_nhwc, dilations=dilation
+                                ).transpose(0, 3, 1, 2)
+    for x_in in (x, x_nhwc.transpose(0, 3, 1, 2)):  # planes; NHWC memory
+        y = nd.conv2d(x_in, w, 1, padding, data_format="NCHW", dilations=dilation,
+                      threads=threads)
+        assert y.flags.c_contiguous
+        np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
+    dy = rng.standard_normal(expected.shape).astype(dtype)
+    np.testing.assert_allclose(
+        nd.conv2d_transpose(dy, w, x_shape, 1, padding, data_format="NCHW",
+                            dilations=dilation, threads=threads),
+        reference_conv2d_transpose(np.ascontiguousarray(dy.transpose(0, 2, 3, 1)), w,
+                                   x_nhwc.shape, 1, padding_nhwc, dilations=dilation
+                                   ).transpose(0, 3, 1, 2), rtol=tol, atol=tol)
+
+
+@st.composite
+def planar_geometries(draw):
+    """Unit-step geometries for the planar kernel: any window, dilation and padding."""
+    pads = [draw(st.integers(0, 5)) for _ in range(4)]
+    return dict(
+        x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 8)),
+                 draw(st.integers(1, 40))),
+        out_channels=draw(st.integers(1, 14)),
+        kernel=(draw(st.integers(1, 6)), draw(st.integers(1, 6))),
+        dilations=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        padding=draw(st.sampled_from(["SAME", "VALID", [[0, 0], pads[:2], pads[2:], [0, 0]]])),
+        dtype=draw(st.sampled_from([np.float32, np.float64])),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@settings(deadline=None, max_examples=60,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                 HealthCheck.function_scoped_fixture])
+@given(g=planar_geometries())
+def test_planar_matches_reference(g, mode, monkeypatch):
+    # every NCHW call of unit steps on the planar kernel, conv2d (with a bias) and its transpose
+    monkeypatch.setattr(_engine, "PLANAR_MAX_CHANNELS", 64)
+    (n, c, h, w_), (kh, kw), padding = g["x_shape"], g["kernel"], g["padding"]
+    w_shape = (kh, kw, c, g["out_channels"])
+    pads = (padding,) * 2 if isinstance(padding, str) else (tuple(padding[1]), tuple(padding[2]))
+    (oh, pt, _), (ow, pl, _) = (
+        nd.sizes.window(size, k, 1, p, d) for size, k, p, d in
+        zip((h, w_), (kh, kw), pads, g["dilations"], strict=True))
+    assume(oh > 0 and ow > 0)
+    conv = _engine.plan_conv2d.__wrapped__((n, h, w_, c), w_shape, (1, 1), g["dilations"],
+                                           (pt, pl), (oh, ow), 1)
+    transpose = _engine.plan_input_grad.__wrapped__(
+        (n, oh, ow, w_shape[3]), w_shape, (h, w_), (1, 1), g["dilations"], (pt, pl), 1)
+    assert all(plan.kind == "fill" or plan.planar is not None for plan in (conv, transpose))
+    rng = np.random.default_rng(g["seed"])
+    x = rng.standard_normal((n, c, h, w_)).astype(g["dtype"])
+    w = rng.standard_normal(w_shape).astype(g["dtype"])
+    bias = rng.standard_normal(w_shape[3]).astype(g["dtype"])
+    dy = rng.standard_normal((n, w_shape[3], oh, ow)).astype(g["dtype"])
+    tol = 1e-10 if g["dtype"] == np.float64 else 1e-4
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    to_nhwc = (0, 2, 3, 1)
+    x_nhwc, dy_nhwc = (np.ascontiguousarray(a.transpose(to_nhwc)) for a in (x, dy))
+    y = _engine.correlate_run(conv, x.transpose(to_nhwc), w, bias, threads, channels_first=True)
+    np.testing.assert_allclose(
+        y, reference_conv2d(x_nhwc, w, 1, padding, dilations=g["dilations"]) + bias,
+        rtol=tol, atol=tol)
+    dx = _engine.correlate_run(transpose, dy.transpose(to_nhwc), w, None, threads,
+                               channels_first=True)
+    np.testing.assert_allclose(
+        dx, reference_conv2d_transpose(dy_nhwc, w, x_nhwc.shape, 1, padding,
+                                       dilations=g["dilations"]), rtol=tol, atol=tol)
 
 
 @numba.njit(cache=False)

@@ -39,7 +39,8 @@ def test_warmup_compiles_what_the_operations_call():
     compiled = {dispatcher: set(dispatcher.overloads) for dispatcher, _ in units}
     rng = np.random.default_rng(0)
     threads = min(2, numba.config.NUMBA_NUM_THREADS)
-    # outer-product, tiled, depthwise and row-wise kernels; big enough for parallel launches
+    # outer-product, tiled, depthwise, row-wise and (NCHW, stride 1) planar kernels; big enough
+    # for parallel launches
     for c, w_shape in [(32, (3, 3, 32, 32)), (32, (3, 3, 32, 3)), (32, (3, 3, 1, 32)),
                        (1, (3, 3, 1, 1))]:
         x = rng.standard_normal((2, 40, 40, c)).astype(np.float32)
@@ -49,6 +50,8 @@ def test_warmup_compiles_what_the_operations_call():
         nd.conv2d_transpose(y, w, x.shape, **kw)
         nd.conv2d_backprop_filter(x, w.shape, y, **kw)
         nd.conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, data_format="NCHW", **kw)
+        nd.conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, data_format="NCHW",
+                  **dict(kw, strides=1))
     assert {dispatcher: set(dispatcher.overloads) for dispatcher, _ in units} == compiled
 
 
