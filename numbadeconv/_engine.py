@@ -617,9 +617,11 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         nhwc[...] = bias
         return nhwc
     threads = _threads_for(threads, plan.macs)
-    if channels_first and plan.planar is not None and src.transpose(0, 3, 1, 2).flags.c_contiguous:
-        _planar_run(plan.planar, src.transpose(0, 3, 1, 2), w, bias, threads, dst)
-        return nhwc
+    if channels_first and plan.planar is not None:
+        planes = src.transpose(0, 3, 1, 2)
+        if planes.flags.c_contiguous:  # (not the NCHW view of NHWC memory)
+            _planar_run(plan.planar, planes, w, bias, threads, dst)
+            return nhwc
     meta, n_jobs = _blocked_meta(plan, threads, channels_first)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
@@ -652,7 +654,7 @@ def _planar_meta(plan: PlanarPlan, images: int, threads: int,
     n_row_blocks = min(oh, -(-wanted // images))
     rows = -(-oh // n_row_blocks)
     n_row_blocks = -(-oh // rows)
-    n_tiles = -(-cog // outer.tile_pixels(2 * simd.VECTOR_BYTES // itemsize, itemsize, 1))
+    n_tiles = -(-cog // planar.tile_shape(itemsize)[0])
     n_chunks = min(n_tiles, -(-wanted // (images * n_row_blocks)))
     tiles = -(-n_tiles // n_chunks)
     n_chunks = -(-n_tiles // tiles)
@@ -666,8 +668,8 @@ def _planar_run(plan: PlanarPlan, planes: np.ndarray, w: np.ndarray, bias: np.nd
     """Run the planar kernel: ``planes`` the C-contiguous NCHW input, ``dst`` the NCHW result."""
     n, c, h, wd = planes.shape
     top, left, height, width = plan.frame
-    # the padded planes, then zeros for the reads of a row's last tile past the last plane
-    slack = -(-2 * simd.VECTOR_BYTES // planes.itemsize // (height * width))
+    # the padded planes, then zeros for the reads of a tile past the last plane
+    slack = -(-planar.tile_shape(planes.itemsize)[1] // (height * width))
     _args.check_output_bytes("the zero-padded copy of the input that this padding and dilation "
                              "need", (n * c + slack, height, width), planes.itemsize)
     padded = np.empty((n * c + slack, height, width), planes.dtype)

@@ -17,10 +17,11 @@ is ``[N, Cout, OH, OW]``. A tile is ``n_pix`` output channels (:func:`.outer.til
 ``2*lanes`` pixels of a row (16 float32, 8 float64) in registers: the outer-product micro-kernel
 with the roles swapped (:func:`.outer._outer_runs`, ``strided``): the weights broadcast, the
 source rows loaded as vectors, one run per (input channel, row tap) with the column taps as its
-elements. A tile's channels are stored a line of pixels each, straight from the registers; the
-pixels past a row's last whole tile are computed in a full tile (reading into the next row, or
-the slack) and only the row's own go to ``dst``. The last tile of channels repeats its last
-channel.
+elements. A tile's channels are stored a line of pixels each, straight from the registers; a
+row's last tile ends at its last pixel, overlapping the tile before it (those pixels are computed
+and stored twice), and a row shorter than a tile is computed in a whole tile, which reads into
+the next rows (or the slack), and only its own pixels go to ``dst``. The last tile of channels
+repeats its last channel.
 
 ``toffs`` holds the row taps' offsets ``rows``; ``meta`` (int64) is ``[C, Cout, T, U, u_step, c0,
 OH, OW, Hp, Wp, rows_per_job, n_row_blocks, tiles_per_job, n_chunks]``. Job ``j`` is (image, row
@@ -28,6 +29,7 @@ block, chunk of channel tiles), the chunk innermost.
 """
 
 import numpy as np
+from numba.extending import register_jitable
 
 from .._jit import kernel
 from . import simd
@@ -35,13 +37,19 @@ from .outer import check_runs, runs8_strided, runs16_strided, tile_pixels
 from .simd import CHECK_BOUNDS
 
 
+@register_jitable
+def tile_shape(itemsize):
+    """(output channels, pixels) of a tile of elements of ``itemsize`` bytes: 6 x two vectors."""
+    block = 2 * simd.VECTOR_BYTES // itemsize
+    return tile_pixels(block, itemsize, 1), block
+
+
 @kernel()
 def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
     cig, n_out, n_t, n_u, u_step, c0 = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     oh, ow, hp, wp = meta[6], meta[7], meta[8], meta[9]
     rows, n_row_blocks, tiles, n_chunks = meta[10], meta[11], meta[12], meta[13]
-    block = 2 * simd.VECTOR_BYTES // dst.itemsize  # pixels per tile: two vectors
-    n_pix = tile_pixels(block, dst.itemsize, 1)  # output channels per tile
+    n_pix, block = tile_shape(dst.itemsize)  # output channels x pixels
     tile = n_pix * block
     plane = hp * wp
     x = src.reshape(-1)
@@ -52,7 +60,7 @@ def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
     for r in range(n_runs):
         runs_x[r] = r * n_u
         runs_w[r] = r // n_t * plane + toffs[r % n_t] * wp + c0
-    acc = np.empty(2 * tile, dst.dtype)  # the tile's biases, then a tile past a row's end
+    acc = np.empty(2 * tile, dst.dtype)  # the tile's biases, then a row shorter than a tile
     xo = np.empty(n_pix, np.int64)
     out = np.empty(n_pix, np.int64)
     n_tiles = -(-n_out // n_pix)
@@ -77,8 +85,8 @@ def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
                     direct = ow >= block
                     ao = 0 if direct else tile
                     if not direct:  # the row's last pixels: a tile into acc, then theirs to dst
-                        for i in range(tile):
-                            acc[tile + i] = acc[i]
+                        for k in range(tile):
+                            acc[tile + k] = acc[k]
                     if CHECK_BOUNDS:
                         check_runs(acc, ao, weights, xo, 0, n_pix, runs_x, runs_w, 0, n_runs, x,
                                    wo + x0, n_u, acc, d_flat, out, y * ow + x0, direct, block, 1,
