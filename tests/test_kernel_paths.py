@@ -448,14 +448,10 @@ def test_planar_kernel(case, dtype, mode):
                                    ).transpose(0, 3, 1, 2), rtol=tol, atol=tol)
 
 
-@st.composite
-def planar_geometries(draw):
-    """Unit-step geometries for the planar kernel: any window, dilation and padding."""
-    pads = [draw(st.integers(0, 5)) for _ in range(4)]
+def _window(draw, max_pad: int = 5) -> dict:
+    """Any window, dilation and padding (explicit up to ``max_pad``), a dtype and a data seed."""
+    pads = [draw(st.integers(0, max_pad)) for _ in range(4)]
     return dict(
-        x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 8)),
-                 draw(st.integers(1, 40))),
-        out_channels=draw(st.integers(1, 14)),
         kernel=(draw(st.integers(1, 6)), draw(st.integers(1, 6))),
         dilations=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
         padding=draw(st.sampled_from(["SAME", "VALID", [[0, 0], pads[:2], pads[2:], [0, 0]]])),
@@ -464,9 +460,24 @@ def planar_geometries(draw):
     )
 
 
-@settings(deadline=None, max_examples=60,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                 HealthCheck.function_scoped_fixture])
+#: The property tests that force a kernel (they patch the engine: a function-scoped fixture).
+FORCED_KERNEL = settings(deadline=None, max_examples=60,
+                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                HealthCheck.function_scoped_fixture])
+
+
+@st.composite
+def planar_geometries(draw):
+    """Unit-step geometries for the planar kernel: any window, dilation and padding."""
+    return dict(
+        x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 8)),
+                 draw(st.integers(1, 40))),
+        out_channels=draw(st.integers(1, 14)),
+        **_window(draw),
+    )
+
+
+@FORCED_KERNEL
 @given(g=planar_geometries())
 def test_planar_matches_reference(g, mode, monkeypatch):
     # every NCHW call of unit steps on the planar kernel, conv2d (with a bias) and its transpose
@@ -528,17 +539,12 @@ def test_register_tile_transpose(dtype):
 def depthwise_geometries(draw):
     """Depthwise calls that fill vectors (the vector runs): any window, padding and layout."""
     c = draw(st.integers(4, 20))
-    pads = [draw(st.integers(0, 4)) for _ in range(4)]
     return dict(
         x_shape=(draw(st.integers(0, 2)), draw(st.integers(0, 14)), draw(st.integers(0, 14)), c),
-        kernel=(draw(st.integers(1, 6)), draw(st.integers(1, 6))),
         mult=draw(st.integers(1, 2)),
         strides=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-        dilations=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-        padding=draw(st.sampled_from(["SAME", "VALID", [[0, 0], pads[:2], pads[2:], [0, 0]]])),
-        dtype=draw(st.sampled_from([np.float32, np.float64])),
         data_format=draw(st.sampled_from(["NHWC", "NCHW"])),
-        seed=draw(st.integers(0, 2**32 - 1)),
+        **_window(draw, max_pad=4),
     )
 
 
@@ -581,24 +587,17 @@ def tiled_geometries(draw):
     """Any geometry, for the tiled kernel: segments of pixels down to single pixels, tiles that
     span rows, kernels wider than the image, padding wider than the kernel."""
     groups = draw(st.integers(1, 2))
-    pads = [draw(st.integers(0, 5)) for _ in range(4)]
     return dict(
         x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 12)), draw(st.integers(1, 12)),
                  groups * draw(st.integers(1, 12))),
         groups=groups,
         out_channels=groups * draw(st.integers(1, 4)),
-        kernel=(draw(st.integers(1, 6)), draw(st.integers(1, 6))),
         strides=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-        dilations=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-        padding=draw(st.sampled_from(["SAME", "VALID", [[0, 0], pads[:2], pads[2:], [0, 0]]])),
-        dtype=draw(st.sampled_from([np.float32, np.float64])),
-        seed=draw(st.integers(0, 2**32 - 1)),
+        **_window(draw),
     )
 
 
-@settings(deadline=None, max_examples=60,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                 HealthCheck.function_scoped_fixture])
+@FORCED_KERNEL
 @given(g=tiled_geometries())
 def test_tiled_matches_reference(g, mode, monkeypatch):
     # every call on the tiled kernel (it reads the source unpadded), conv2d and its transpose
