@@ -468,10 +468,11 @@ FORCED_KERNEL = settings(deadline=None, max_examples=60,
 
 @st.composite
 def planar_geometries(draw):
-    """Unit-step geometries for the planar kernel: any window, dilation and padding."""
+    """Unit-step geometries for the planar kernel: any window, dilation and padding, empty
+    images (explicit padding makes their results)."""
     return dict(
-        x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 8)),
-                 draw(st.integers(1, 40))),
+        x_shape=(draw(st.integers(0, 2)), draw(st.integers(1, 5)), draw(st.integers(0, 8)),
+                 draw(st.integers(0, 40))),
         out_channels=draw(st.integers(1, 14)),
         **_window(draw),
     )
