@@ -231,7 +231,7 @@ class CorrelationPlan:
 class PlanarPlan:
     """The planar kernel's part of a plan (:mod:`._kernels.planar`), for NCHW input and result."""
 
-    frame: tuple[int, int, int, int]  # (top, left, height, width): the source in its padded planes
+    frame: tuple[int, int, int, int] | None  # the padded planes, as _padded takes it
     weight_index: np.ndarray  # weights = filters.ravel()[weight_index], [Cout, C, T, U]
     toffs: np.ndarray  # the row taps' offsets
     meta: np.ndarray  # the job blocking (meta[10:14]) is set by _planar_meta
@@ -384,8 +384,8 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
                 packed.append(index)
                 w_start += index.size
         weight_index = np.concatenate(packed)
-    planar_plan = _planar_plan(out_shape, cig, groups, frame or (0, 0, *src_hw), rows, cols,
-                               taps[0][0], (*src_stride, *dst_stride))
+    planar_plan = _planar_plan(out_shape, cig, groups, frame, src_hw, rows, cols, taps[0][0],
+                               (*src_stride, *dst_stride))
     top_left = (0, 0) if frame is None else frame[:2]
     src_size = out_shape[0] * src_hw[0] * src_hw[1] * n_ch
     unpadded = kind in UNPADDED_KINDS or (kind == "outer"
@@ -410,14 +410,15 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
     )
 
 
-def _planar_plan(out_shape, cig: int, groups: int, frame, rows, cols, i5,
+def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5,
                  steps) -> PlanarPlan | None:
     """The planar kernel's plan of a correlation, where it applies (else None).
 
     One phase covering the result, unit source and result ``steps`` (a convolution of stride 1
     or a transpose of stride 1), one group, few channels (PLANAR_MAX_CHANNELS, PLANAR_FEW_OUT),
-    column taps evenly spaced; ``frame`` is the padded source (top, left, height, width), ``i5``
-    the phase's filter index ``[T, U, cig, 1, cog]``.
+    column taps evenly spaced; ``frame`` is the padded source (top, left, height, width), or None
+    for the source ``src_hw`` itself, ``i5`` the phase's filter index ``[T, U, cig, 1, cog]``.
+    Rows shorter than a tile get zero rows below each plane (a tile reads past such a row).
     """
     _, oh, ow, cog = out_shape
     few = cig <= PLANAR_MAX_CHANNELS or (cig <= PLANAR_FEW_MAX_CHANNELS
@@ -429,9 +430,14 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, rows, cols, i5,
     spacings = set(np.diff(offsets).tolist()) or {1}
     if len(spacings) != 1:
         return None
-    meta = (cig, cog, len(rows[0][2]), len(offsets), spacings.pop(), offsets[0], oh, ow,
-            frame[2], frame[3], 0, 0, 0, 0)
-    return PlanarPlan(frame=tuple(frame), weight_index=i5[:, :, :, 0, :].transpose(3, 2, 0, 1)
+    widest = planar.tile_shape(4)[1]  # pixels of a float32 tile, the wider
+    if ow < widest:
+        top, left, height, width = frame or (0, 0, *src_hw)
+        frame = (top, left, height - (-widest // width), width)
+    height, width = frame[2:] if frame else src_hw
+    meta = (cig, cog, len(rows[0][2]), len(offsets), spacings.pop(), offsets[0], oh, ow, height,
+            width, 0, 0, 0, 0)
+    return PlanarPlan(frame=frame, weight_index=i5[:, :, :, 0, :].transpose(3, 2, 0, 1)
                       .ravel().astype(np.intp), toffs=np.array(rows[0][2], np.int64),
                       meta=np.array(meta, np.int64))
 
@@ -667,18 +673,10 @@ def _planar_run(plan: PlanarPlan, planes: np.ndarray, w: np.ndarray, bias: np.nd
                 threads: int, dst: np.ndarray) -> None:
     """Run the planar kernel: ``planes`` the C-contiguous NCHW input, ``dst`` the NCHW result."""
     n, c, h, wd = planes.shape
-    top, left, height, width = plan.frame
-    # the padded planes, then zeros for the reads of a tile past the last plane
-    slack = -(-planar.tile_shape(planes.itemsize)[1] // (height * width))
-    _args.check_output_bytes("the zero-padded copy of the input that this padding and dilation "
-                             "need", (n * c + slack, height, width), planes.itemsize)
-    padded = np.empty((n * c + slack, height, width), planes.dtype)
-    padded[n * c:] = 0
-    _launch(copies.pad_serial, _threads_for(threads, padded.size, PARALLEL_MIN_COPY),
-            n * c * height, planes.reshape(n * c, h, wd, 1), padded, top, left)
     meta, n_jobs = _planar_meta(plan, n, threads, planes.itemsize)
-    _launch(planar.planar_serial, threads, n_jobs, padded, w.ravel()[plan.weight_index], dst,
-            plan.toffs, meta, bias)
+    _launch(planar.planar_serial, threads, n_jobs,
+            _padded(planes.reshape(n * c, h, wd, 1), plan.frame, threads),
+            w.ravel()[plan.weight_index], dst, plan.toffs, meta, bias)
 
 
 @functools.lru_cache(maxsize=64)

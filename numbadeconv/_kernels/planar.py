@@ -11,17 +11,17 @@ evenly spaced, one group)::
     dst[n, co, y, x] = bias[co] + sum_{ci, t, u} src[n*C + ci, y + rows[t], x + c0 + u*u_step]
                                                  * weights[((co*C + ci)*T + t)*U + u]
 
-``src`` ``[N*C + slack, Hp, Wp]`` holds the input's zero-padded planes (``rows`` and the column
-offsets ``c0 + u*u_step`` are into them), then a zero slack of at least a tile's width; ``dst``
-is ``[N, Cout, OH, OW]``. A tile is ``n_pix`` output channels (:func:`.outer.tile_pixels`) x
-``2*lanes`` pixels of a row (16 float32, 8 float64) in registers: the outer-product micro-kernel
-with the roles swapped (:func:`.outer._outer_runs`, ``strided``): the weights broadcast, the
-source rows loaded as vectors, one run per (input channel, row tap) with the column taps as its
-elements. A tile's channels are stored a line of pixels each, straight from the registers; a
-row's last tile ends at its last pixel, overlapping the tile before it (those pixels are computed
-and stored twice), and a row shorter than a tile is computed in a whole tile, which reads into
-the next rows (or the slack), and only its own pixels go to ``dst``. The last tile of channels
-repeats its last channel.
+``src`` ``[N*C, Hp, Wp]`` holds the input's planes, zero-padded as the padding needs (``rows`` and
+the column offsets ``c0 + u*u_step`` are into them), with zero rows below each plane when a row of
+``dst`` is shorter than a tile; ``dst`` is ``[N, Cout, OH, OW]``. A tile is ``n_pix`` output
+channels (:func:`.outer.tile_pixels`) x ``2*lanes`` pixels of a row (16 float32, 8 float64) in
+registers: the outer-product micro-kernel with the roles swapped (:func:`.outer._outer_runs`,
+``strided``): the weights broadcast, the source rows loaded as vectors, one run per (input channel,
+row tap) with the column taps as its elements. A tile's channels are stored a line of pixels each,
+straight from the registers; a row's last tile ends at its last pixel, overlapping the tile before
+it (those pixels are computed and stored twice), and a row shorter than a tile is computed in a
+whole tile, which reads into the next rows (the zero rows, below the last), and only its own pixels
+go to ``dst``. The last tile of channels repeats its last channel.
 
 ``toffs`` holds the row taps' offsets ``rows``; ``meta`` (int64) is ``[C, Cout, T, U, u_step, c0,
 OH, OW, Hp, Wp, rows_per_job, n_row_blocks, tiles_per_job, n_chunks]``. Job ``j`` is (image, row
