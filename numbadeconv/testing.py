@@ -43,6 +43,13 @@ Padding1D = str | Sequence[int]
 # --------------------------------------------------------------------------------------
 
 
+#: The references compute with IEEE arithmetic, so NaN and Inf inputs reach exactly the outputs
+#: whose windows read them. Some BLAS kernels (OpenBLAS's AVX-512 ones) raise the "invalid"
+#: flag on an Inf input even where the product is exactly Inf; with warnings as errors that
+#: would fail the call, so the references run with that flag silenced.
+_propagate_non_finite = np.errstate(invalid="ignore")
+
+
 def _data_format(data_format: str) -> str:
     if data_format not in ("NHWC", "NCHW"):
         raise ValueError(f"data_format must be 'NHWC' or 'NCHW', got {data_format!r}")
@@ -239,6 +246,7 @@ def _tap_window(tap: int, dilation: int, stride: int, out_size: int) -> slice:
     return slice(start, start + (out_size - 1) * stride + 1, stride)
 
 
+@_propagate_non_finite
 def reference_conv2d(
     input: ArrayLike,
     filters: ArrayLike,
@@ -308,6 +316,7 @@ def reference_conv2d(
     return _from_nhwc(out, data_format)
 
 
+@_propagate_non_finite
 def reference_conv2d_transpose(
     input: ArrayLike,
     filters: ArrayLike,
@@ -395,6 +404,7 @@ def reference_conv2d_transpose(
     return _from_nhwc(dx, data_format)
 
 
+@_propagate_non_finite
 def reference_conv2d_backprop_filter(
     input: ArrayLike,
     filter_sizes: Sequence[int],
