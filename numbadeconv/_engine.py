@@ -32,9 +32,8 @@ PARALLEL_MIN_MACS = 200_000
 PARALLEL_MIN_COPY = 100_000
 
 #: The outer-product kernel's jobs cover at least this many pixels (rows, and images when rows
-#: are few): each chunk of a channel block's weights serves them all from L1, and their source
-#: runs for one chunk stay in L2 (128, 256 and 512 within 5 % of each other on channel-rich
-#: layers) ...
+#: are few): a channel block's weights, read from L2, serve them all, and their source runs stay
+#: in L2 too (128, 256 and 512 within 5 % of each other on channel-rich layers) ...
 OUTER_JOB_PIXELS = 128
 
 #: ... and, where a pixel's reduction (taps x input channels) is short, pixels for at least this

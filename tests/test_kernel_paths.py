@@ -61,6 +61,10 @@ CASES = {
                                              [[0, 0], [4, 5], [3, 4], [0, 0]], 1),
     "outer, wide padding, long runs": ((1, 3, 4, 160), (3, 3, 160, 16), 1,
                                        [[0, 0], [3, 2], [4, 3], [0, 0]], 1),
+    # reductions longer than a pass of outer.CHUNK_BYTES of weights (16384 float32 or 8192
+    # float64 steps of 16 channels): a run in chunks, and runs in several passes
+    "outer, a run longer than a pass": ((1, 2, 3, 16500), (1, 1, 16500, 16), 1, "VALID", 1),
+    "outer, runs in several passes": ((1, 4, 5, 2048), (3, 3, 2048, 16), 1, "SAME", 1),
     "depthwise": ((2, 9, 9, 12), (3, 3, 1, 12), 1, "SAME", 1),
     "depthwise multiplier": ((2, 9, 9, 6), (3, 3, 1, 18), 2, "SAME", 2),
     "depthwise, stride 2": ((2, 9, 10, 16), (3, 3, 1, 16), 2, "SAME", 1),
