@@ -6,15 +6,18 @@ plain fill when no tap reaches the output) and runs small calls serially; these 
 path and the parallel entry points.
 """
 
+import types
+
 import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from llvmlite import ir
 
 import numbadeconv as nd
 from numbadeconv import _engine
-from numbadeconv._kernels import copies, parallel
+from numbadeconv._kernels import copies, parallel, simd
 from numbadeconv.testing import (
     reference_conv2d,
     reference_conv2d_backprop_filter,
@@ -538,6 +541,22 @@ def test_register_tile_transpose(dtype):
             block = expected[7:].reshape(cols, d_step)
             block[:, :rows] = src[2:].reshape(rows, s_step)[:, :cols].T
             np.testing.assert_array_equal(dst, expected, f"{rows} x {cols}")
+
+
+@pytest.mark.parametrize("features, expected", [
+    ("+avx2,+fma,+avx512f,+avx512vl", '"target-features"="+avx2,+fma,+avx512f,+avx512vl,-avx512f"'),
+    ("+avx2,+fma,-avx512f", None),
+    ("", None),
+])
+def test_vex_only_drops_avx512_where_the_target_has_it(features, expected):
+    """The micro-kernel's function keeps the target's features, less AVX-512 where present."""
+    class Context:
+        def codegen(self):
+            return types.SimpleNamespace(_tm_features=features)
+
+    function = ir.Function(ir.Module(), ir.FunctionType(ir.VoidType(), []), "f")
+    simd.vex_only(Context(), function)
+    assert set(function.attributes) == ({expected} if expected else set())
 
 
 @st.composite

@@ -86,7 +86,7 @@ def tile_pixels(block, itemsize, n_pair):
     return min(MAX_PIXELS, (REGISTERS - 1 - n_vec) // n_vec)
 
 
-def _outer_runs(block: int, n_pair: int = 1, strided: bool = False):
+def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool = False):
     """The micro-kernel of ``block`` output channels, ``n_pair`` elements per broadcast.
 
     ``run(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first, dst, out,
@@ -104,11 +104,12 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False):
     arguments, ``x_step`` and ``w_step``, and element ``k`` of a run is at ``k*x_step`` in ``x``
     and ``k*w_step`` in ``w`` (single elements, no pairs). All offsets are in bounds.
 
-    The tiles' code is a function of its own in the calling kernel's module, not inlined for
-    unit steps: with it inlined into its own loops, the outer-product kernel took 1.09-1.12x the
-    time of channel-rich layers (the same instructions in the loop; the cause is not known). The
-    strided runs (the filter gradient's, the planar kernel's), short and called from simpler
-    loops, are inlined (out of line: 1.00-1.04x).
+    The tiles' code is a function of its own in the calling kernel's module, compiled in AVX2's
+    16 vector registers (:func:`.simd.vex_only`), unless ``inline``: inlined into its own loops,
+    the outer-product kernel took 1.09-1.12x the time of channel-rich layers (the same
+    instructions in the loop; the cause is not known), and in AVX-512's registers 1.02-1.07x.
+    The filter gradient's strided runs gained from the same (0.96-0.98 of its time, channel-rich
+    layers); the planar kernel's, short and called from a simpler loop, are inlined.
     """
     def codegen(context, builder, signature, args):
         (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
@@ -131,7 +132,7 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False):
 
     def tile_function(context, module, dtype, pointer_types, n_steps):
         """The tiles' code, as a function of its own in ``module`` (emitted once per module)."""
-        name = f"numbadeconv.outer_runs.{block}.{n_pair}.{int(strided)}.{dtype}"
+        name = f"numbadeconv.outer_runs.{block}.{n_pair}.{int(strided)}.{int(inline)}.{dtype}"
         found = module.globals.get(name)
         if found is not None:
             return found
@@ -139,7 +140,9 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False):
         function = ir.Function(module, ir.FunctionType(
             ir.VoidType(), [*pointer_types, flag, flag, *[simd.I64] * (4 + n_steps)]), name)
         function.linkage = "internal"
-        function.attributes.add("alwaysinline" if strided else "noinline")
+        function.attributes.add("alwaysinline" if inline else "noinline")
+        if not inline:
+            simd.vex_only(context, function)
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         (acc_0, x_p, xo_0, rx_p, rw_p, w_p, b_p, d_p, out_0, first_v, direct_v, r_lo_v,
          r_hi_v, span_v, n_tiles_v, *steps) = function.args
@@ -241,9 +244,12 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False):
 _runs16 = _outer_runs(16)
 _runs8 = _outer_runs(8, 2)
 _runs8_single = _outer_runs(8)
-#: Blocks of 16 and of 8 channels over runs of any steps (the filter gradient's), no pairs.
+#: Blocks of 16 and of 8 channels over runs of any steps, no pairs: the filter gradient's, and
+#: inlined, the planar kernel's.
 runs16_strided = _outer_runs(16, strided=True)
 runs8_strided = _outer_runs(8, strided=True)
+runs16_strided_inline = _outer_runs(16, strided=True, inline=True)
+runs8_strided_inline = _outer_runs(8, strided=True, inline=True)
 
 
 @kernel(internal=True)

@@ -33,7 +33,7 @@ from numba.extending import register_jitable
 
 from .._jit import kernel
 from . import simd
-from .outer import check_runs, runs8_strided, runs16_strided, tile_pixels
+from .outer import check_runs, runs8_strided_inline, runs16_strided_inline, tile_pixels
 from .simd import CHECK_BOUNDS
 
 
@@ -92,13 +92,13 @@ def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
                                    wo + x0, n_u, acc, d_flat, out, y * ow + x0, direct, block, 1,
                                    1, u_step)
                     if block == 16:
-                        runs16_strided(acc, ao, weights, xo, 0, runs_x, runs_w, 0, n_runs, x,
-                                       wo + x0, n_u, acc, False, d_flat, out, y * ow + x0,
-                                       direct, 1, 1, u_step)
+                        runs16_strided_inline(acc, ao, weights, xo, 0, runs_x, runs_w, 0, n_runs,
+                                              x, wo + x0, n_u, acc, False, d_flat, out,
+                                              y * ow + x0, direct, 1, 1, u_step)
                     else:
-                        runs8_strided(acc, ao, weights, xo, 0, runs_x, runs_w, 0, n_runs, x,
-                                      wo + x0, n_u, acc, False, d_flat, out, y * ow + x0,
-                                      direct, 1, 1, u_step)
+                        runs8_strided_inline(acc, ao, weights, xo, 0, runs_x, runs_w, 0, n_runs,
+                                             x, wo + x0, n_u, acc, False, d_flat, out,
+                                             y * ow + x0, direct, 1, 1, u_step)
                     if not direct:
                         for p in range(n_pix):
                             for c in range(ow):
