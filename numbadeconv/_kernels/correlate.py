@@ -48,6 +48,7 @@ left) padding that the tap offsets assume, and taps outside ``src`` are skipped.
 import numpy as np
 
 from .._jit import kernel
+from . import simd
 
 N_COLUMNS = 10
 R0, C0, M, Q, T, U, TH, TW, WS, MERGED = range(N_COLUMNS)
@@ -130,6 +131,7 @@ def _axpy(acc, a0, count, x, x0, step, v):
 
 @kernel()
 def rowwise_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
+    simd.vex_only_here()
     top, left = meta[11], meta[12]  # src is not padded: taps outside it are skipped
     height = src.shape[1]
     width = src.shape[2] // meta[0]
