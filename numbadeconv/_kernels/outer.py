@@ -108,8 +108,9 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
     16 vector registers (:func:`.simd.vex_only`), unless ``inline``: inlined into its own loops,
     the outer-product kernel took 1.09-1.12x the time of channel-rich layers (the same
     instructions in the loop; the cause is not known), and in AVX-512's registers 1.02-1.07x.
-    The filter gradient's strided runs gained from the same (0.96-0.98 of its time, channel-rich
-    layers); the planar kernel's, short and called from a simpler loop, are inlined.
+    The filter gradient's strided runs are out of line and in AVX2's registers too (0.96-0.98 of
+    the channel-rich filter gradients' time); the planar kernel's, short and called from a
+    simpler loop, are inlined.
     """
     def codegen(context, builder, signature, args):
         (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
