@@ -360,8 +360,11 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                 t_lo, t_hi = m_ranges[1, rc], m_ranges[2, rc]
                 u_lo, u_hi = q_ranges[1, cc], q_ranges[2, cc]
                 reads = t_lo < t_hi and u_lo < u_hi  # else only zeros (and no runs below)
+                # the segment's tiles: their accumulators at ao, their pixels at xs in xo
+                n_tiles = seg_tiles[s + 1] - seg_tiles[s]
+                ao, xs = seg_tiles[s] * tile, seg_tiles[s] * n_pix
                 if not reads:  # the bias alone
-                    for c in range(seg_tiles[s] * tile, seg_tiles[s + 1] * tile):
+                    for c in range(ao, ao + n_tiles * tile):
                         acc[c] = b_block[c % block]
                 # the segment's runs: row taps t_lo to t_hi, each with runs a_lo to a_hi (their
                 # last: last_run) and their elements first_e to end_e (merged: the columns'
@@ -376,8 +379,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     r_hi = min(n_taps, r_lo + per_pass)
                     for c0 in range(max(0, first_e - first_e % chunk), end_e, chunk):
                         e_lo, e_hi = max(c0, first_e), min(c0 + chunk, end_e)
-                        for j in range(np.uint64(seg_tiles[s] * n_pix),
-                                       np.uint64(seg_tiles[s + 1] * n_pix)):
+                        for j in range(np.uint64(xs), np.uint64(xs + n_tiles * n_pix)):
                             xo[j] = base[j] + g * cig + e_lo
                         wc = w0 + e_lo * block
                         t = t_lo
@@ -388,8 +390,6 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             if lo >= hi:
                                 continue
                             end = direct and hi == last_run + 1 and e_hi == end_e
-                            n_tiles = seg_tiles[s + 1] - seg_tiles[s]
-                            ao, xs = seg_tiles[s] * tile, seg_tiles[s] * n_pix
                             if CHECK_BOUNDS:
                                 for t_i in range(n_tiles):
                                     check_runs(acc, ao + t_i * tile, flat, xo, xs + t_i * n_pix,
@@ -419,11 +419,11 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                 length = q_ranges[0, cc + 1] - q_ranges[0, cc]  # a row's pixels in the segment
                 if adjacent and n_c >= lanes:
                     for r in range((n_hi - n_lo) * (m_ranges[0, rc + 1] - m_ranges[0, rc])):
-                        j = seg_tiles[s] * n_pix + r * length
+                        j = xs + r * length
                         copies.transpose(acc, j * block, block, d_flat, out[j] + d_add, s_ch,
                                          length, n_c)
                     continue
                 for c in range(n_c):
                     at = d_add + c * s_ch
-                    for j in range(seg_tiles[s] * n_pix, seg_tiles[s + 1] * n_pix):
+                    for j in range(xs, xs + n_tiles * n_pix):
                         d_flat[np.uint64(out[j] + at)] = acc[j * block + c]
