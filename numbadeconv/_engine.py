@@ -728,10 +728,12 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     out_shape = (fh, fw, cig, n_out)
     if n * oh * ow == 0 or cig == 0 or n_out == 0:
         return FilterGradPlan(out_shape, 0, None, np.empty(0, np.int64), 1, 0, False, False)
-    frame = _frame(x_shape, pad[0], pad[1], (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
-                   (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
     n_rows = n * oh
-    depthwise = cig == 1 and groups > 1  # its own kernel: slabs of rows, every tap in each
+    depthwise = cig == 1 and groups > 1  # its own kernel: slabs of rows, every tap in each,
+    # from the unpadded input
+    frame = None if depthwise else _frame(x_shape, pad[0], pad[1],
+                                          (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
+                                          (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
     cog = n_out // groups
     block = outer.block_width(cig, cog)
     blocks = -(-cog // block)
@@ -753,8 +755,8 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
     slabs = -(-n_rows // rows_per_slab)
     head = (c, *stride, *dilation, groups, rows_per_slab)
     if depthwise:
-        return FilterGradPlan(out_shape, slabs, frame, np.array(head, np.int64), threads, slabs,
-                              False, True)
+        return FilterGradPlan(out_shape, slabs, frame, np.array((*head, *pad), np.int64),
+                              threads, slabs, False, True)
     padded_groups = cog % block != 0
     d_g = blocks * block if padded_groups else cog
     meta = np.array((*head, d_g, block, FILTER_GRAD_ACC_BYTES, chunks), np.int64)

@@ -60,3 +60,20 @@ def test_float32_long_reductions_stay_accurate(rng):
     ref = reference_conv2d_backprop_filter(x.astype(np.float64), f.shape,
                                            dy.astype(np.float64), 1, "VALID")
     assert np.max(np.abs(dw - ref)) / np.max(np.abs(ref)) < 1e-4
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_non_finite_output_gradient_of_a_depthwise_filter_gradient(rng, bad, multiplier):
+    # the depthwise filter gradient reads the input unpadded: its padding (rows and columns)
+    # must still multiply dy, as the reference's zero padding does (zero times Inf is NaN)
+    x = rng.standard_normal((2, 9, 10, 8)).astype(np.float32)
+    w_shape = (3, 3, 1, 8 * multiplier)
+    dy = rng.standard_normal((2, 9, 10, 8 * multiplier)).astype(np.float32)
+    dy[0, 0, 0, 3] = bad  # reads padding through the top and left taps
+    dy[1, 4, 9, 5] = bad  # through the right taps
+    dw = nd.conv2d_backprop_filter(x, w_shape, dy, 1, "SAME")
+    ref = reference_conv2d_backprop_filter(x, w_shape, dy, 1, "SAME")
+    assert np.array_equal(np.isnan(dw), np.isnan(ref))
+    assert np.array_equal(np.isposinf(dw) | np.isneginf(dw), np.isposinf(ref) | np.isneginf(ref))
+    assert 0 < np.count_nonzero(~np.isfinite(dw)) < dw.size
