@@ -64,6 +64,14 @@ IN_PLACE_MIN_SPAN = 64
 #: time of short passes in place.
 FILTER_GRAD_ACC_BYTES = 512 * 1024
 
+#: Long passes over rows of at least this many pixels copy the source rows once each, as planes
+#: of each tile's channels (the micro-kernel then takes a run per row), else each pixel's pairs
+#: (each source element once per column tap that reads it; one run of all the pixels). Against
+#: the pairs, one thread: DCGAN 32x32x128's gradient 0.96 of the time (16 pixels a row), U-Net
+#: 56x56x512's 0.96 (28), a 3x3 28x28x256 layer's 0.92; DCGAN 16x16x256's 1.01 (8 pixels),
+#: DCGAN 8x8x512's 1.09 (4).
+FILTER_GRAD_PLANE_ROW_PIXELS = 16
+
 #: At most this many channels in all (in x out per group, times groups), one input or one output
 #: channel per group, use the row-wise kernel ...
 ROWWISE_MAX_CHANNELS = 4
@@ -759,7 +767,8 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
                               threads, slabs, False, True)
     padded_groups = cog % block != 0
     d_g = blocks * block if padded_groups else cog
-    meta = np.array((*head, d_g, block, FILTER_GRAD_ACC_BYTES, chunks), np.int64)
+    meta = np.array((*head, d_g, block, FILTER_GRAD_ACC_BYTES, chunks,
+                     FILTER_GRAD_PLANE_ROW_PIXELS), np.int64)
     return FilterGradPlan(out_shape, slabs, frame, meta, threads, slabs * jobs * chunks,
                           padded_groups, False)
 

@@ -146,10 +146,13 @@ def test_float32_matches_reference(name, mode):
     _check_every_op(name, np.float32, mode, 1e-4, 1e-3)
 
 
-@pytest.fixture
-def copied_pixels(monkeypatch):
-    """Every filter-gradient job runs the long passes over copies of its pixels (large layers)."""
+@pytest.fixture(params=["planes", "pairs"])
+def copied_pixels(request, monkeypatch):
+    """Every filter-gradient job runs the long passes over copies of its pixels (large layers):
+    of its source rows, in planes, or of each pixel's pairs."""
     monkeypatch.setattr(_engine, "FILTER_GRAD_ACC_BYTES", -1)
+    monkeypatch.setattr(_engine, "FILTER_GRAD_PLANE_ROW_PIXELS",
+                        1 if request.param == "planes" else 2**62)
     _engine.plan_filter_grad.cache_clear()
     yield
     _engine.plan_filter_grad.cache_clear()

@@ -9,7 +9,8 @@
 ``src`` is the zero-padded NHWC input with its last two axes merged (``[N, Hs, Ws*C]``), ``dy`` the
 output gradient ``[N, OH, OW, Cd]`` whose group ``g`` starts at channel ``g*d_g`` (``dy`` itself,
 ``d_g = cog``, or a copy whose groups are padded with zero channels to whole blocks),
-``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g, block, acc_bytes, chunks]``.
+``meta`` (int64) ``[C, sh, sw, dh, dw, groups, rows_per_slab, d_g, block, acc_bytes, chunks,
+plane_pixels]``.
 Each job owns one slab ``s`` (a range of ``rows_per_slab`` rows of the N*OH output rows), one
 row of taps ``kh``, one group and one of ``chunks`` equal ranges of its blocks of output
 channels, and writes only its own part of ``out`` ``[S, fh, fw, cig, Cout]``: threads never
@@ -22,7 +23,9 @@ read the same source rows, and few input channels still fill the tiles), reduced
 of every row of the slab (a row is a run: ``sw*C`` elements between its pixels in ``src``,
 ``Cd`` in ``dy``), a pass of rows at a time so that their rows of ``src`` and ``dy`` stay in
 cache while every tile and every block of output channels reads them. Jobs with many
-accumulators take longer passes, over copies of their pixels (:data:`LONG_PASS_PIXELS`).
+accumulators take longer passes, over copies of their pixels (:data:`LONG_PASS_PIXELS`): of
+the source rows, in planes of a tile's channels, where a row has at least ``plane_pixels``
+pixels (each tile of one column tap, then; a run per row), else of each pixel's pairs (one run).
 """
 
 import numpy as np
@@ -61,34 +64,58 @@ def filter_grad_serial(src, dy, out, meta, first, last):
     cog = n_out // groups
     blocks = -(-cog // block)
     n_pix = tile_pixels(block, out.itemsize, 1)  # (column tap, input channel) pairs per tile
-    n_tiles = -(-fw * cig // n_pix)
-    tile = n_pix * block
     x_flat, d_flat, o_flat = src.reshape(-1), dy.reshape(-1), out.reshape(-1)
-    # the tiles' (column tap kw, input channel ci) pairs i = kw*cig + ci (the last tile repeats
-    # the last one): their offsets from a pixel's first source element, and their rows in out
-    xo = np.empty(n_tiles * n_pix, np.int64)
-    ci_out = np.empty(n_tiles * n_pix, np.int64)
-    for i in range(n_tiles * n_pix):
-        k = min(i, fw * cig - 1)
-        xo[i] = k // cig * dw * n_ch + k % cig
-        ci_out[i] = k * n_out
     zeros = np.zeros(block, out.dtype)
     n_chunks = meta[10]
     per_chunk = -(-blocks // n_chunks)  # blocks per job
+    # the tiles' (column tap kw, input channel ci) pairs i = kw*cig + ci (the last tile repeats
+    # the last one) ...
+    n_tiles = -(-fw * cig // n_pix)
+    long = per_chunk * n_tiles * n_pix * block * out.itemsize > meta[9]
+    # ... or, for long passes over rows of at least meta[11] pixels, each column tap's channels
+    # in tiles of their own: pair i = (kw*n_cb + cb)*n_pix + j is channel cb*n_pix + j (past
+    # cig: the last one again)
+    planes = long and n_ow >= meta[11]
+    n_cb = -(-cig // n_pix)
+    if planes:
+        n_tiles = fw * n_cb
+    tile = n_pix * block
     acc = np.empty(per_chunk * n_tiles * tile, out.dtype)  # [blocks of the job, tiles, tile]
     runs_x = np.empty(rows_per_slab, np.int64)
     runs_w = np.empty(rows_per_slab, np.int64)
-    long = acc.size * out.itemsize > meta[9]
     per_pass = max(1, (LONG_PASS_PIXELS if long else PASS_PIXELS) // n_ow)
-    # long passes: their pixels' pairs [tiles, pixels, n_pix] and dy [blocks of the job, pixels,
-    # block], copied; xo_pack: the pairs' offsets there
     p_max = per_pass * n_ow if long else 0
-    x_pack = np.empty(n_tiles * p_max * n_pix, out.dtype)
+    # long passes copy dy as [blocks of the job, pixels, block], and the source as rows of
+    # planes [rows, channel blocks, column phases, columns, n_pix] (a tile's channels of column
+    # j at position j // sw of phase j % sw) or as the tiles' pairs [tiles, pixels, n_pix]
+    cols = (n_ow - 1) * sw + (fw - 1) * dw + 1  # the columns that the taps read
+    phase_cols = -(-cols // sw)
+    row_size = n_cb * sw * phase_cols * n_pix
+    x_pack = np.empty((per_pass * row_size if planes else n_tiles * p_max * n_pix) if long
+                      else 0, out.dtype)
     d_pack = np.empty(per_chunk * p_max * block, out.dtype)
-    xo_pack = np.empty(n_tiles * n_pix, np.int64)
+    # the pairs' offsets from a pixel's first source element, where the micro-kernel reads them
+    # (the same in place, else in the copies), and their rows in out
+    xo = np.empty(n_tiles * n_pix, np.int64)
+    x_off = np.empty(n_tiles * n_pix, np.int64)
+    ci_out = np.empty(n_tiles * n_pix, np.int64)
     for i in range(n_tiles * n_pix):
-        xo_pack[i] = (i // n_pix * p_max) * n_pix + i % n_pix
-    one_run = np.zeros(1, np.int64)
+        k = min(i, fw * cig - 1)
+        kw, ci = k // cig, k % cig
+        if planes:
+            kw, ci = i // (n_cb * n_pix), min(i % (n_cb * n_pix), cig - 1)
+        xo[i] = kw * dw * n_ch + ci
+        ci_out[i] = (kw * cig + ci) * n_out
+        o = kw * dw
+        x_off[i] = (((ci // n_pix * sw + o % sw) * phase_cols + o // sw) * n_pix + ci % n_pix
+                    if planes else (i // n_pix * p_max) * n_pix + i % n_pix if long else xo[i])
+    # the copies' runs: a row each (planes), or one of all the pass's pixels
+    n_runs = per_pass if planes else 1
+    runs_x_pack = np.empty(n_runs, np.int64)
+    runs_w_pack = np.empty(n_runs, np.int64)
+    for r in range(n_runs):
+        runs_x_pack[r] = r * row_size
+        runs_w_pack[r] = r * n_ow * block
     for job in range(first, last):
         b_lo = job % n_chunks * per_chunk
         b_hi = min(blocks, b_lo + per_chunk)
@@ -105,25 +132,37 @@ def filter_grad_serial(src, dy, out, meta, first, last):
         # a pass's rows of dy and src stay in cache while every tile and block uses them
         for r_lo in range(0, n_rows, per_pass):
             r_hi = min(n_rows, r_lo + per_pass)
-            # the micro-kernel's operands: the pass's rows in place (a run each), or copied (one)
-            x, x_off, rx, rw, r0, r1, w = x_flat, xo, runs_x, runs_w, r_lo, r_hi, d_flat
+            # the micro-kernel's operands: the pass's rows (a run each), in place or copied
+            x, rx, rw, r0, r1, w = x_flat, runs_x, runs_w, r_lo, r_hi, d_flat
             span, x_step, w_step, w_block, w_first = n_ow, sw * n_ch, d_ch, block, 0
-            if long:
-                for r in range(r_lo, r_hi):
-                    for q in range(n_ow):
-                        p = (r - r_lo) * n_ow + q
+            for r in range(r_lo, r_hi if planes else r_lo):  # rows of planes
+                to = (r - r_lo) * row_size
+                for col in range(cols):
+                    at = runs_x[r] + col * n_ch
+                    at_col = to + (col % sw * phase_cols + col // sw) * n_pix
+                    for cb in range(n_cb):
+                        x_to = np.uint64(at_col + cb * sw * phase_cols * n_pix)
+                        x_at = np.uint64(at + cb * n_pix)
+                        for c in range(np.uint64(min(n_pix, cig - cb * n_pix))):
+                            x_pack[x_to + c] = x_flat[x_at + c]
+            for r in range(r_lo, r_hi if long else r_lo):
+                for q in range(n_ow):
+                    p = (r - r_lo) * n_ow + q
+                    if not planes:  # the tiles' pairs, pixel by pixel
                         at = runs_x[r] + q * sw * n_ch
                         for i in range(np.uint64(n_tiles * n_pix)):
-                            x_pack[np.uint64(xo_pack[i] + p * n_pix)] = x_flat[
-                                np.uint64(at + xo[i])]
-                        at = runs_w[r] + q * d_ch
-                        for b in range(b_lo, b_hi):
-                            to = np.uint64(((b - b_lo) * p_max + p) * block)
-                            fr = np.uint64(at + b * block)
-                            for c in range(np.uint64(block)):
-                                d_pack[to + c] = d_flat[fr + c]
-                x, x_off, rx, rw, r0, r1, w = x_pack, xo_pack, one_run, one_run, 0, 1, d_pack
-                span, x_step, w_step = (r_hi - r_lo) * n_ow, n_pix, block
+                            x_pack[np.uint64(x_off[i] + p * n_pix)] = x_flat[np.uint64(at + xo[i])]
+                    at = runs_w[r] + q * d_ch
+                    for b in range(b_lo, b_hi):
+                        d_to = np.uint64(((b - b_lo) * p_max + p) * block)
+                        d_at = np.uint64(at + b * block)
+                        for c in range(np.uint64(block)):
+                            d_pack[d_to + c] = d_flat[d_at + c]
+            if long:
+                x, rx, rw, r0, r1, w = (x_pack, runs_x_pack, runs_w_pack, 0,
+                                        r_hi - r_lo if planes else 1, d_pack)
+                span = n_ow if planes else (r_hi - r_lo) * n_ow
+                x_step, w_step = n_pix, block
                 w_block, w_first = p_max * block, b_lo * p_max * block  # the job's blocks only
             for t in range(n_tiles):
                 for b in range(b_lo, b_hi):
@@ -146,10 +185,10 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                                       x_step, w_step)
         if cog % block and b_hi == blocks:  # the last block is partial: from acc
             b = blocks - 1
-            for k in range(fw * cig):
-                at = ((b - b_lo) * n_tiles * n_pix + k) * block
+            for i in range(n_tiles * n_pix):  # (a repeated pair writes the same sums again)
+                at = ((b - b_lo) * n_tiles * n_pix + i) * block
                 for c in range(cog - b * block):
-                    o_flat[tap_out + b * block + k * n_out + c] = acc[at + c]
+                    o_flat[tap_out + b * block + ci_out[i] + c] = acc[at + c]
 
 
 def _tap_sums(n_taps: int, n_vec: int):
