@@ -245,7 +245,7 @@ class PlanarPlan:
 
 
 def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs: int, n_weights: int,
-                   in_place: bool, affine: bool) -> str:
+                   in_place: bool, affine: bool, itemsize: int) -> str:
     """The correlation kernel for ``cig`` -> ``cog`` channels per group, ``macs`` in all.
 
     Depthwise for one input channel per group (also for a handful of channels: an RGB image's
@@ -256,7 +256,7 @@ def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs: int,
     leave the outer kernel's blocks mostly empty, or reads the filters in place (``in_place``)
     on a call that does too few multiply-adds per filter element (of ``n_weights``) to pay for
     packing them. ``affine``: whether the outer kernel can pack the filters (always, in
-    practice).
+    practice); ``itemsize``: the elements' (the outer kernel's blocks depend on it).
     """
     if cig == 1 and groups > 1:
         return "depthwise"
@@ -268,7 +268,7 @@ def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs: int,
         return "rowwise"
     if not affine:  # the tiled kernel packs any layout of the filters
         return "tiled"
-    block = outer.block_width(cig, cog)
+    block = outer.block_width(cig, cog, itemsize)
     filled = cog / (-(-cog // block) * block) >= OUTER_MIN_FILL
     if min(spans) >= TILED_MIN_SPAN and (
             not filled or (in_place and macs < OUTER_MIN_MACS_PER_WEIGHT * max(1, n_weights))):
@@ -309,7 +309,7 @@ def _affine_strides(taps: list[np.ndarray]) -> tuple[int, int, int] | None:
 
 
 def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, cols, w5_of,
-                      src_stride, dst_stride, macs, n_weights) -> CorrelationPlan:
+                      src_stride, dst_stride, macs, n_weights, itemsize) -> CorrelationPlan:
     """The plan of the correlation whose phases are all pairs of ``rows`` x ``cols``.
 
     A 1-D phase is ``(first, count, offsets, taps)``: ``first`` the first output index, ``count``
@@ -317,7 +317,7 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
     their kernel indices. ``w5_of(taps_h, taps_w)`` gives, for a phase, the positions in the flat
     filters of its weights ``[T, U, cig, G, cog]``; ``n_weights`` is the filters' size.
     ``src_hw`` is the (height, width) of the source itself, ``src_width`` that of its padded
-    ``frame`` (None: no padding).
+    ``frame`` (None: no padding); ``itemsize`` that of the elements.
     """
     cig = n_ch // groups
     cog = out_shape[3] // groups
@@ -332,7 +332,7 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
     spans = [len(c[2]) * cig if groups == 1 and adj else cig
              for c, adj in zip(cols, adjacent, strict=True) if len(c[2])]
     kind = _choose_kernel(cig, cog, groups, spans or [cig], macs, n_weights,
-                          in_place is not None, strides is not None)
+                          in_place is not None, strides is not None, itemsize)
     if kind == "outer":
         in_place = None
     merged = [in_place is None and groups == 1 and adj for adj in adjacent]
@@ -356,7 +356,7 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
         n_taps = sum(i5.shape[0] * i5.shape[1] for i5 in flat_taps)
         tap_size = cig  # weights of one tap (per output channel or block)
         if kind == "outer":  # packed [G, blocks, all taps, cig / P, block, P] by copies.pack
-            block = outer.block_width(cig, cog)
+            block = outer.block_width(cig, cog, itemsize)
             blocks = -(-cog // block)
             bases = np.concatenate([i5[:, :, 0, 0, 0].ravel() for i5 in flat_taps])
             pack = (bases.astype(np.int64),
@@ -472,11 +472,12 @@ def _filter_index(w_shape, groups: int, torch_layout: bool) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups,
-                torch_layout: bool = False) -> CorrelationPlan:
+                torch_layout: bool = False, itemsize: int = 4) -> CorrelationPlan:
     """``x`` ``[N, H, W, C]``, ``w`` ``[fh, fw, C/groups, Cout]`` -> ``[N, OH, OW, Cout]``.
 
     ``torch_layout``: the filters are PyTorch's ``[Cout, C/groups, fh, fw]`` (``w_shape`` is
-    still TensorFlow's): see :func:`_filter_index`.
+    still TensorFlow's): see :func:`_filter_index`. ``itemsize``: the compute dtype's (the plan
+    runs on either dtype, fastest on this one).
     """
     n, _, _, c = x_shape
     fh, fw, cig, n_out = w_shape
@@ -492,7 +493,8 @@ def plan_conv2d(x_shape, w_shape, stride, dilation, pad, out_hw, groups,
     src_width = x_shape[2] if frame is None else frame[3]
     return _correlation_plan(out_shape, c, x_shape[1:3], src_width, groups, frame, rows, cols,
                              lambda _th, _tw: w5,
-                             stride, (1, 1), n * oh * ow * n_out * fh * fw * cig, w5.size)
+                             stride, (1, 1), n * oh * ow * n_out * fh * fw * cig, w5.size,
+                             itemsize)
 
 
 def _transpose_phases(size, kernel, stride, dilation, pad_before, n_src):
@@ -531,10 +533,11 @@ def _transpose_phases(size, kernel, stride, dilation, pad_before, n_src):
 
 @functools.lru_cache(maxsize=256)
 def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups,
-                    torch_layout: bool = False) -> CorrelationPlan:
+                    torch_layout: bool = False, itemsize: int = 4) -> CorrelationPlan:
     """Transpose of :func:`plan_conv2d`: ``dy`` ``[N, OH, OW, Cout]`` -> ``[N, H, W, C]``.
 
-    ``torch_layout``: the filters are PyTorch's ``[Cout, C/groups, fh, fw]``.
+    ``torch_layout``: the filters are PyTorch's ``[Cout, C/groups, fh, fw]``; ``itemsize`` as
+    for :func:`plan_conv2d`.
     """
     n, oh, ow, n_out = dy_shape
     fh, fw, cig, _ = w_shape
@@ -548,7 +551,7 @@ def plan_input_grad(dy_shape, w_shape, in_hw, stride, dilation, pad, groups,
     w5 = _filter_index(w_shape, groups, torch_layout)
     return _correlation_plan(out_shape, n_out, (oh, ow), left + ow + right, groups, frame, rows,
                              cols, lambda th, tw: w5[th][:, tw].transpose(0, 1, 4, 3, 2), (1, 1),
-                             stride, n * oh * ow * n_out * fh * fw * cig, w5.size)
+                             stride, n * oh * ow * n_out * fh * fw * cig, w5.size, itemsize)
 
 
 def _pack_shape(pack: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
@@ -724,10 +727,11 @@ class FilterGradPlan:
 
 @functools.lru_cache(maxsize=256)
 def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups,
-                     threads) -> FilterGradPlan:
+                     threads, itemsize: int = 4) -> FilterGradPlan:
     """Filter gradient of :func:`plan_conv2d`: ``x``, ``dy`` -> ``[fh, fw, C/groups, Cout]``.
 
-    ``threads`` is the count the call runs on (1: serial).
+    ``threads`` is the count the call runs on (1: serial); ``itemsize`` as for
+    :func:`plan_conv2d`.
     """
     n, _, _, c = x_shape
     _, oh, ow, n_out = dy_shape
@@ -743,7 +747,7 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
                                           (oh - 1) * stride[0] + (fh - 1) * dilation[0] + 1,
                                           (ow - 1) * stride[1] + (fw - 1) * dilation[1] + 1)
     cog = n_out // groups
-    block = outer.block_width(cig, cog)
+    block = outer.block_width(cig, cog, itemsize)
     blocks = -(-cog // block)
     jobs = 1 if depthwise else fh * groups
     slabs = chunks = 1
@@ -813,7 +817,7 @@ def conv2d(x, w, stride, dilation, pad, out_hw, groups, threads, bias=None,
     ``torch_layout``: ``w`` is PyTorch's ``[Cout, C/groups, fh, fw]``.
     """
     plan = plan_conv2d(x.shape, _tf_shape(w.shape, torch_layout), stride, dilation, pad, out_hw,
-                       groups, torch_layout)
+                       groups, torch_layout, x.dtype.itemsize)
     return correlate_run(plan, x, w, bias, threads, channels_first)
 
 
@@ -826,7 +830,7 @@ def conv2d_input_grad(dy, w, in_hw, stride, dilation, pad, groups, threads, bias
     ``[Cout, C/groups, fh, fw]``.
     """
     plan = plan_input_grad(dy.shape, _tf_shape(w.shape, torch_layout), in_hw, stride, dilation,
-                           pad, groups, torch_layout)
+                           pad, groups, torch_layout, dy.dtype.itemsize)
     return correlate_run(plan, dy, w, bias, threads, channels_first)
 
 
@@ -835,6 +839,6 @@ def conv2d_filter_grad(x, dy, kernel_hw, stride, dilation, pad, groups, threads)
     n, _, _, c = x.shape
     macs = dy.size * kernel_hw[0] * kernel_hw[1] * (c // groups)
     plan = plan_filter_grad(x.shape, dy.shape, kernel_hw, stride, dilation, pad, groups,
-                            _threads_for(threads, macs))
+                            _threads_for(threads, macs), x.dtype.itemsize)
     return filter_grad_run(plan, x, dy)
 

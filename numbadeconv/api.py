@@ -166,7 +166,8 @@ def _conv2d_geometry(x_shape, x_dtype, w_shape, w_dtype, strides, padding, data_
     ow, pl = _args.conv_window("width", wd, fw, stride[1], pads[1], dilation[1])
     _args.check_output_bytes("output", (n, oh, ow, f_out), dtype.itemsize)
     return dtype, result, nhwc, _engine.plan_conv2d((n, h, wd, c), w_shape, stride, dilation,
-                                                    (pt, pl), (oh, ow), groups)
+                                                    (pt, pl), (oh, ow), groups,
+                                                    itemsize=dtype.itemsize)
 
 
 def _input_grad(shape_name, output_shape, filters, dy_name, dy, strides, padding, data_format,
@@ -213,7 +214,8 @@ def _input_grad_geometry(y_shape, y_dtype, w_shape, w_dtype, shape_name, output_
                            dilation[1])
     _args.check_output_bytes(shape_name, shape, dtype.itemsize)
     return dtype, result, nhwc, _engine.plan_input_grad((ny, hy, wy, cy), w_shape, (h, wd),
-                                                        stride, dilation, (pt, pl), groups)
+                                                        stride, dilation, (pt, pl), groups,
+                                                        itemsize=dtype.itemsize)
 
 
 def conv2d_transpose(

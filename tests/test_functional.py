@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import numbadeconv
 from numbadeconv import _engine
 from numbadeconv import functional as F
+from numbadeconv._kernels import simd
 from numbadeconv.testing import reference_conv2d
 
 RTOL = {np.float32: 1e-4, np.float64: 1e-9}
@@ -212,28 +213,32 @@ def test_depthwise(multiplier, stride, rng):
 
 # PyTorch's weights are read in place (no conversion to TensorFlow's layout): each kernel's
 # reading of them (the plans' kinds, for conv2d and conv_transpose2d)
-@pytest.mark.parametrize("cin, cout, k, groups, kinds", [
-    (32, 32, 3, 1, ["outer 16"]),
-    (16, 32, 3, 2, ["outer 16"]),
-    (6, 8, 3, 1, ["outer 8"]),
-    (64, 3, 1, 1, ["tiled in place", "tiled packed"]),
-    (40, 3, 3, 1, ["tiled packed"]),
-    (8, 16, 3, 8, ["depthwise"]),
-    (1, 2, 3, 1, ["rowwise"]),
+@pytest.mark.parametrize("cin, cout, k, groups, kinds, dtype", [
+    (32, 32, 3, 1, ["outer 16"], np.float64),
+    pytest.param(32, 64, 3, 1, ["outer 32"], np.float32, marks=pytest.mark.skipif(
+        simd.REGISTERS < 32, reason="blocks of 32 need AVX-512's registers")),
+    (16, 32, 3, 2, ["outer 16"], np.float64),
+    (6, 8, 3, 1, ["outer 8"], np.float64),
+    (64, 3, 1, 1, ["tiled in place", "tiled packed"], np.float64),
+    (40, 3, 3, 1, ["tiled packed"], np.float64),
+    (8, 16, 3, 8, ["depthwise"], np.float64),
+    (1, 2, 3, 1, ["rowwise"], np.float64),
 ])
-def test_pytorch_weights_in_every_kernel(cin, cout, k, groups, kinds, rng):
-    x = rng.standard_normal((2, cin, 9, 8))
-    w = rng.standard_normal((cout, cin // groups, k, k))
-    wt = rng.standard_normal((cin, cout // groups, k, k))
-    b = rng.standard_normal(cout)
+def test_pytorch_weights_in_every_kernel(cin, cout, k, groups, kinds, dtype, rng):
+    x = rng.standard_normal((2, cin, 9, 8)).astype(dtype)
+    w = rng.standard_normal((cout, cin // groups, k, k)).astype(dtype)
+    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
     check(F.conv2d(x, w, b, padding=1, groups=groups),
-          naive_conv2d(x, w, b, padding=1, groups=groups), np.float64)
+          naive_conv2d(x, w, b, padding=1, groups=groups).astype(dtype), dtype)
     kw = dict(stride=2, padding=1, output_padding=1, groups=groups)
-    check(F.conv_transpose2d(x, wt, b, **kw), naive_conv_transpose2d(x, wt, b, **kw), np.float64)
+    check(F.conv_transpose2d(x, wt, b, **kw),
+          naive_conv_transpose2d(x, wt, b, **kw).astype(dtype), dtype)
+    itemsize = np.dtype(dtype).itemsize
     plans = (_engine.plan_conv2d((2, 9, 8, cin), (k, k, cin // groups, cout), (1, 1), (1, 1),
-                                 (1, 1), (12 - k, 11 - k), groups, True),
+                                 (1, 1), (12 - k, 11 - k), groups, True, itemsize),
              _engine.plan_input_grad((2, 9, 8, cin), (k, k, cout // groups, cin), (15 + k, 13 + k),
-                                     (2, 2), (1, 1), (1, 1), groups, True))
+                                     (2, 2), (1, 1), (1, 1), groups, True, itemsize))
     found = {f"outer {p.meta[17]}" if p.kind == "outer" else
              f"tiled {'in place' if p.weight_index is None else 'packed'}" if p.kind == "tiled"
              else p.kind for p in plans}

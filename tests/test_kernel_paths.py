@@ -215,9 +215,10 @@ def test_cases_cover_every_kernel():
                 kinds.add(("tiled", "one output channel per group"))
             if plan.kind == "outer" and plan.pack[1][8] == 1 and plan.meta[17] == 8:
                 kinds.add(("outer", "8, single elements"))
+    wide = {("outer", 32)} if simd.REGISTERS == 32 else set()  # float32 blocks of 32
     assert {("outer", 16), ("outer", 8), ("tiled", True), ("tiled", False), ("depthwise", False),
             ("rowwise", False), ("fill", True), ("tiled", "one output channel per group"),
-            ("outer", "8, single elements")} <= kinds
+            ("outer", "8, single elements"), *wide} <= kinds
 
 
 # (filter shape, block, pair): conv2d's filters (output channels contiguous), a transpose's (input

@@ -35,7 +35,7 @@ from numba.extending import intrinsic
 
 from .._jit import kernel
 from . import simd
-from .outer import check_runs, runs8_strided, runs16_strided, tile_pixels
+from .outer import check_runs, runs8_strided, runs16_strided, runs32_strided, tile_pixels
 from .simd import CHECK_BOUNDS
 
 #: Pixels per pass (whole rows, at least one): their rows of src and dy stay in cache while every
@@ -175,7 +175,11 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                         check_runs(acc, ao, x, x_off, t * n_pix, n_pix, rx, rw, r0, r1, w, wo,
                                    span, zeros, o_flat, ci_out, d_add, end, block, 1, x_step,
                                    w_step)
-                    if block == 16:
+                    if block == 32:
+                        runs32_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w, wo,
+                                       span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, 1,
+                                       x_step, w_step)
+                    elif block == 16:
                         runs16_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w, wo,
                                        span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, 1,
                                        x_step, w_step)

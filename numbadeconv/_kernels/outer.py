@@ -3,23 +3,24 @@
 The same phase table and tap runs as the ``tiled`` kernel of
 :mod:`numbadeconv._kernels.correlate` (read its docstring), with packed weights
 ``[G, n_blocks, all taps, cig, B]``: for each tap and input channel, ``B`` consecutive output
-channels (zero past ``cog``), ``B = meta[17]``: 16, or 8 where that pads a group's output
-channels less (:func:`block_width`). The toffs entries from a phase's WS column on are its taps'
-offsets within a block (``tap * cig * B``), ``meta[8]`` and ``meta[9]`` the block and group
-strides. A job is a block of rows of one phase, for ``meta[14]`` images and ``meta[15]``
-channel blocks: images are grouped so that the weights of a block, loaded into cache once,
-serve enough pixels, and channel blocks are split when that leaves too few jobs.
+channels (zero past ``cog``), ``B = meta[17]``: 16, 8 where that pads a group's output channels
+less, 32 for float32 where the target has AVX-512's registers (:func:`block_width`). The toffs
+entries from a phase's WS column on are its taps' offsets within a block (``tap * cig * B``),
+``meta[8]`` and ``meta[9]`` the block and group strides. A job is a block of rows of one phase,
+for ``meta[14]`` images and ``meta[15]`` channel blocks: images are grouped so that the weights
+of a block, loaded into cache once, serve enough pixels, and channel blocks are split when that
+leaves too few jobs.
 
-A tile is P pixels x B output channels held in vector registers, P as large as the 16 AVX2
-registers allow beside the block's weight vectors and a broadcast (:func:`tile_pixels`; float32:
-6 pixels x 2 vectors, of 8 channels for B = 16 and of 4 channels x 2 elements for B = 8 (12
-pixels x 1 vector of 8 channels where the input channels are odd: :func:`pair`); float64: 2
-pixels x 4 vectors). For each input element the tile does one broadcast per pixel
-and one fused multiply-add per accumulator; the accumulators stay in registers over all the runs
-(taps) of a pixel (in passes of at most CHUNK_BYTES of weights), start from the bias and, for
-full blocks of an NHWC result, end in the result itself; no horizontal sum is needed. LLVM does
-not find this schedule from scalar code (it vectorises the reduction loop instead), so
-:func:`_outer_runs` writes it in LLVM IR.
+A tile is P pixels x B output channels held in vector registers, P as large as the registers
+allow beside the block's weight vectors and a broadcast (:func:`tile_pixels`): in AVX2's 16,
+float32 6 pixels x 2 vectors, of 8 channels for B = 16 and of 4 channels x 2 elements for B = 8
+(12 pixels x 1 vector of 8 channels where the input channels are odd: :func:`pair`); tiles of 4
+vectors (float32 B = 32, float64 B = 16) 6 pixels in AVX-512's 32, else 2. For each input
+element the tile does one broadcast per pixel and one fused multiply-add per accumulator; the
+accumulators stay in registers over all the runs (taps) of a pixel (in passes of at most
+CHUNK_BYTES of weights), start from the bias and, for full blocks of an NHWC result, end in the
+result itself; no horizontal sum is needed. LLVM does not find this schedule from scalar code
+(it vectorises the reduction loop instead), so :func:`_outer_runs` writes it in LLVM IR.
 
 Taps that read the zero padding only are skipped: a job's pixels go in segments that read inside
 the same taps, each in tiles of its own (:mod:`.segments`; small images lose most to padding: a
@@ -38,8 +39,15 @@ from . import copies, segments, simd
 from .correlate import MERGED, M, U, _tap_runs, out_layout
 from .simd import CHECK_BOUNDS
 
-#: Vector registers (AVX2): a tile's accumulators, its weight vectors and a broadcast.
+#: Vector registers (AVX2's) of a tile of fewer than WIDE vectors per pixel: its accumulators,
+#: its weight vectors and a broadcast ...
 REGISTERS = 16
+
+#: ... tiles of WIDE or more vectors per pixel take all of :data:`.simd.REGISTERS` (AVX-512's 32
+#: where the target has them): 6 pixels x 4 vectors, where 16 registers hold 2 pixels. Tiles of
+#: 2 vectors stay in 16 (with more pixels in 32, 8-12 of them, channel-rich layers took 1.07-1.31x
+#: the time), in AVX2's encoding (:func:`.simd.vex_only`).
+WIDE = 4
 
 #: Most pixels per tile (each takes a general register for its source pointer).
 MAX_PIXELS = 12
@@ -52,14 +60,23 @@ MAX_PIXELS = 12
 CHUNK_BYTES = 1024 * 1024
 
 
-def block_width(cig: int, cog: int) -> int:
-    """Output channels per block for groups of ``cig`` -> ``cog`` channels: 8 or 16.
+def block_width(cig: int, cog: int, itemsize: int) -> int:
+    """Output channels per block for groups of ``cig`` -> ``cog`` channels: 8, 16 or 32.
 
-    8 where that pads fewer channels than 16 would (8 or fewer, 24, 40, ...): a tile of either
-    does about as many multiply-adds per vector of weights loaded, so the one with fewer padding
-    channels does less work (24 channels: 1.2-1.3x faster than in blocks of 16; 3 -> 3 channels,
-    unpaired (:func:`pair`): 1.35x).
+    For elements of ``itemsize`` bytes: 32 (float32) where the channels are whole blocks of 32
+    and the target has the registers for tiles of :data:`WIDE` vectors (:data:`.simd.REGISTERS`):
+    tiles of 6 pixels x 32 channels load a broadcast for every 4 vectors of multiply-adds, not
+    2 (channel-rich layers 0.88-0.98 of the time of blocks of 16, on one thread and on two; the
+    first layer, 1 -> 32, 0.79-0.85). Else 8 where that pads fewer channels than 16 would (8 or
+    fewer, 24, 40, ...): a tile of either does about as many multiply-adds per vector of
+    weights loaded, so the one with fewer padding channels does less work (24 channels:
+    1.2-1.3x faster than in blocks of 16; 3 -> 3 channels, unpaired (:func:`pair`): 1.35x).
+    Float64 blocks of 16 are 4 vectors already (6 pixels of them in 32 registers; a VAE
+    decoder layer's 0.92-0.96 of the time of blocks of 32, 2 pixels x 8 vectors).
     """
+    wide = WIDE * simd.VECTOR_BYTES // itemsize
+    if simd.REGISTERS >= 32 and wide > 16 and cog % wide == 0:
+        return wide
     return 8 if -(-cog // 8) * 8 < -(-cog // 16) * 16 else 16
 
 
@@ -79,11 +96,13 @@ def pair(block, cig):
 def tile_pixels(block, itemsize, n_pair):
     """Pixels per tile of ``block`` channels of ``itemsize`` bytes, ``n_pair`` elements each.
 
-    As many as the vector registers hold beside the block's weight vectors and a broadcast, at
-    most MAX_PIXELS. ``n_pair``: :func:`pair` of the block, or 1 for strided runs.
+    As many as the vector registers hold beside the block's weight vectors and a broadcast
+    (:data:`REGISTERS`, or :data:`.simd.REGISTERS` for :data:`WIDE` tiles), at most MAX_PIXELS.
+    ``n_pair``: :func:`pair` of the block, or 1 for strided runs.
     """
     n_vec = block * n_pair * itemsize // simd.VECTOR_BYTES
-    return min(MAX_PIXELS, (REGISTERS - 1 - n_vec) // n_vec)
+    registers = simd.REGISTERS if n_vec >= WIDE else REGISTERS
+    return min(MAX_PIXELS, (registers - 1 - n_vec) // n_vec)
 
 
 def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool = False):
@@ -105,12 +124,12 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
     and ``k*w_step`` in ``w`` (single elements, no pairs). All offsets are in bounds.
 
     The tiles' code is a function of its own in the calling kernel's module, compiled in AVX2's
-    16 vector registers (:func:`.simd.vex_only`), unless ``inline``: inlined into its own loops,
-    the outer-product kernel took 1.09-1.12x the time of channel-rich layers (the same
-    instructions in the loop; the cause is not known), and in AVX-512's registers 1.02-1.07x.
-    The filter gradient's strided runs are out of line and in AVX2's registers too (0.96-0.98 of
-    the channel-rich filter gradients' time); the planar kernel's, short and called from a
-    simpler loop, are inlined.
+    16 vector registers (:func:`.simd.vex_only`) unless its tiles are :data:`WIDE`, and unless
+    ``inline``: inlined into its own loops, the outer-product kernel took 1.09-1.12x the time of
+    channel-rich layers (the same instructions in the loop; the cause is not known), and tiles
+    of 2 vectors in AVX-512's registers 1.02-1.07x. The filter gradient's strided runs are out
+    of line too (tiles of 2 vectors in AVX2's registers: 0.96-0.98 of the channel-rich filter
+    gradients' time); the planar kernel's, short and called from a simpler loop, are inlined.
     """
     def codegen(context, builder, signature, args):
         (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
@@ -142,8 +161,6 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
             ir.VoidType(), [*pointer_types, flag, flag, *[simd.I64] * (4 + n_steps)]), name)
         function.linkage = "internal"
         function.attributes.add("alwaysinline" if inline else "noinline")
-        if not inline:
-            simd.vex_only(context, function)
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         (acc_0, x_p, xo_0, rx_p, rw_p, w_p, b_p, d_p, out_0, first_v, direct_v, r_lo_v,
          r_hi_v, span_v, n_tiles_v, *steps) = function.args
@@ -151,6 +168,8 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
         lanes = v.lanes
         n_out = block // lanes  # vectors of a pixel's channels in acc, b and dst
         n_vec = n_out * n_pair  # ... and in registers
+        if not inline and n_vec < WIDE:
+            simd.vex_only(context, function)
         n_pix = tile_pixels(block, simd.VECTOR_BYTES // lanes, n_pair)
         zero = ir.Constant(v.type, None)
 
@@ -242,11 +261,13 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
     return run
 
 
+_runs32 = _outer_runs(32)
 _runs16 = _outer_runs(16)
 _runs8 = _outer_runs(8, 2)
 _runs8_single = _outer_runs(8)
-#: Blocks of 16 and of 8 channels over runs of any steps, no pairs: the filter gradient's, and
+#: Blocks of 32, 16 and 8 channels over runs of any steps, no pairs: the filter gradient's, and
 #: inlined, the planar kernel's.
+runs32_strided = _outer_runs(32, strided=True)
 runs16_strided = _outer_runs(16, strided=True)
 runs8_strided = _outer_runs(8, strided=True)
 runs16_strided_inline = _outer_runs(16, strided=True, inline=True)
@@ -396,7 +417,11 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                                n_pix, tap_x, tap_w, lo, hi, weights, wc,
                                                e_hi - e_lo, b_block, d_flat, out, d_add, end,
                                                block, n_pair, n_pair, block * n_pair)
-                            if block == 16:
+                            if block == 32:
+                                _runs32(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
+                                        e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
+                                        n_tiles)
+                            elif block == 16:
                                 _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
                                         n_tiles)

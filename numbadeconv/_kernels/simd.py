@@ -27,6 +27,25 @@ CHECK_BOUNDS = bool(numba.config.BOUNDSCHECK)
 I64 = ir.IntType(64)
 
 
+def _features(codegen) -> list[str]:
+    """The features that Numba's ``codegen`` compiles for, as LLVM spells them (``+avx2``, ...).
+
+    Its target machine's: the host's, or those that ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``
+    ask for.
+    """
+    return getattr(codegen, "_tm_features", "").split(",")
+
+
+def _cpu_codegen():
+    from numba.core.registry import cpu_target
+    return cpu_target.target_context.codegen()
+
+
+#: Vector registers that the micro-kernels' widest tiles may use: AVX-512's 32 (32-byte vectors
+#: in ``ymm0``-``ymm31``, which AVX512VL encodes) where the target has them, else AVX2's 16.
+REGISTERS = 32 if {"+avx512f", "+avx512vl"} <= set(_features(_cpu_codegen())) else 16
+
+
 def vex_only(context, function: ir.Function) -> None:
     """Compile ``function`` without AVX-512 where the target has it: AVX2's 16 ``ymm`` registers.
 
@@ -36,11 +55,11 @@ def vex_only(context, function: ir.Function) -> None:
     function's features are the target's (those Numba compiles for, which LLVM would otherwise
     replace) with ``avx512f`` and all that depends on it removed.
     """
-    features = getattr(context.codegen(), "_tm_features", "")  # Numba's, for its target machine
-    if "+avx512f" in features.split(","):
+    features = _features(context.codegen())
+    if "+avx512f" in features:
         # llvmlite's attribute set takes named attributes only (it checks them against a list);
         # a string attribute goes past that check, and llvmlite prints it as given
-        set.add(function.attributes, f'"target-features"="{features},-avx512f"')
+        set.add(function.attributes, f'"target-features"="{",".join(features)},-avx512f"')
 
 
 @intrinsic
