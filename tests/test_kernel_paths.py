@@ -72,6 +72,8 @@ CASES = {
     "depthwise multiplier": ((2, 9, 9, 6), (3, 3, 1, 18), 2, "SAME", 2),
     "depthwise, stride 2": ((2, 9, 10, 16), (3, 3, 1, 16), 2, "SAME", 1),
     "depthwise, 72 channels, 5x5": ((1, 7, 8, 72), (5, 5, 1, 72), 1, "SAME", 1),
+    # (its filter gradient: a sliding window of 4 vectors of channels, then of 1)
+    "depthwise, 40 channels, 3x3": ((2, 7, 9, 40), (3, 3, 1, 40), 1, "SAME", 1),
     "depthwise, 3 channels (an RGB image)": ((2, 11, 10, 3), (5, 5, 1, 3), 1, "SAME", 1),
     "depthwise, 2 channels, multiplier, stride 2": ((1, 9, 9, 2), (3, 3, 1, 4), 2, "SAME", 1),
     "rowwise (one channel)": ((2, 13, 11, 1), (3, 3, 1, 1), 2, "SAME", 1),
