@@ -38,8 +38,15 @@ OUTER_JOB_PIXELS = 128
 
 #: ... and, where a pixel's reduction (taps x input channels) is short, pixels for at least this
 #: many multiply-adds per output channel, so that a job's setup stays small beside its work
-#: (few-channel layers 15 % faster than with 128 pixels), unless that leaves too few jobs.
+#: (few-channel layers 15 % faster than with 128 pixels), ...
 OUTER_JOB_MACS = 65536
+
+#: ... and, doubled from there, at least one pixel per this many of the job's weights (a phase's
+#: taps x input x output channels), which it brings into L2 from further out: the DCGAN
+#: 16x16x256 -> 128 transpose's 1.2 MB per phase in jobs of 512 pixels took 0.96-0.97 of the
+#: time of 128, on one and on two threads (in 576, 1.08: 3 of its 16 images, so uneven jobs;
+#: layers whose weights fit in L2 keep their jobs); unless any of these leaves too few jobs.
+OUTER_JOB_WEIGHTS_PER_PIXEL = 1024
 
 #: The tiled kernel pays off, where the outer-product kernel would waste much of its channel
 #: blocks, when a pixel's reduction runs (taps x input channels) are this long.
@@ -593,8 +600,11 @@ def _blocked_meta(plan: CorrelationPlan, threads: int,
                 and n_phases * blocks >= wanted):
             pixels = n_images * m_max * q_max
         else:
-            pixels = max(OUTER_JOB_PIXELS,
-                         OUTER_JOB_MACS // max(1, taps * int(plan.meta[0]) // groups))
+            cig = int(plan.meta[0]) // groups
+            pixels = OUTER_JOB_PIXELS
+            while pixels * OUTER_JOB_WEIGHTS_PER_PIXEL < taps * cig * blocks * block:
+                pixels *= 2
+            pixels = max(pixels, OUTER_JOB_MACS // max(1, taps * cig))
             if threads > 1:
                 pixels = min(pixels, max(OUTER_JOB_PIXELS,
                                          n_images * m_max * q_max * n_phases // wanted))
