@@ -582,6 +582,7 @@ def depthwise_geometries(draw):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(depthwise_geometries())
 def test_depthwise_matches_reference(g):
+    """conv2d, its transpose and its filter gradient (vector runs, a ring of padded rows)."""
     n, h, w_, c = g["x_shape"]
     (kh, kw), padding = g["kernel"], g["padding"]
     args = (g["strides"], padding)
@@ -597,11 +598,16 @@ def test_depthwise_matches_reference(g):
     tol = 1e-10 if g["dtype"] == np.float64 else 1e-4
     w1 = w[..., :c]
     dy = rng.standard_normal((n, oh, ow, c)).astype(g["dtype"])
+    dy_all = rng.standard_normal((n, oh, ow, c * g["mult"])).astype(g["dtype"])  # for w's gradient
     expected = (reference_conv2d(x, w, *args, dilations=g["dilations"]),
                 reference_conv2d_transpose(dy, w1, x.shape, *args, dilations=g["dilations"]))
+    expected_dw = reference_conv2d_backprop_filter(x, w.shape, dy_all, *args,
+                                                   dilations=g["dilations"])
+    dw_scale = reference_conv2d_backprop_filter(np.abs(x), w.shape, np.abs(dy_all), *args,
+                                                dilations=g["dilations"])
     if g["data_format"] == "NCHW":  # the same calls on NCHW arrays (the kernel writes NCHW)
         nchw = (0, 3, 1, 2)
-        x, dy = np.ascontiguousarray(x.transpose(nchw)), np.ascontiguousarray(dy.transpose(nchw))
+        x, dy, dy_all = (np.ascontiguousarray(a.transpose(nchw)) for a in (x, dy, dy_all))
         if not isinstance(padding, str):
             args = (g["strides"], [padding[i] for i in nchw])
         expected = tuple(e.transpose(nchw) for e in expected)
@@ -610,6 +616,8 @@ def test_depthwise_matches_reference(g):
     np.testing.assert_allclose(y, expected[0], rtol=tol, atol=tol)
     np.testing.assert_allclose(nd.conv2d_transpose(dy, w1, x.shape, *args, **kwargs),
                                expected[1], rtol=tol, atol=tol)
+    np.testing.assert_allclose(nd.conv2d_backprop_filter(x, w.shape, dy_all, *args, **kwargs),
+                               expected_dw, rtol=tol, atol=tol * max(1.0, dw_scale.max(initial=0)))
 
 
 @st.composite
