@@ -434,7 +434,7 @@ def depthwise_filter_grad_serial(src, dy, out, meta, first, last):
     input channel repeated for its ``mult`` output channels: a tap then reads, for the pixels
     of a row, one contiguous run laid out as the row of dy. Rows of padding read a zero row of
     the ring (their products with dy are zero, or NaN where dy is not finite, as in the
-    reference). Against a padded copy of the whole input, 0.74-0.80 of the time of a MobileNet
+    reference). Against a padded copy of the whole input, 0.74-0.83 of the time of a MobileNet
     3x3 layer's gradient; few channels or a channel multiplier, 0.04-0.06.
 
     The gradient of a tap is the sum, over a row's runs, of their products with dy's rows,
