@@ -565,6 +565,16 @@ def test_vex_only_drops_avx512_where_the_target_has_it(features, expected):
     assert set(function.attributes) == ({expected} if expected else set())
 
 
+@pytest.mark.parametrize("features, registers", [
+    ("+avx2,+fma,+avx512f,+avx512vl", 32),
+    ("+avx2,+fma,+avx512f,-avx512vl", 16),
+    ("+avx2,+fma,-avx512f", 16),
+    ("", 16),
+])
+def test_wide_tiles_only_where_the_target_has_avx512_registers(features, registers):
+    assert simd._registers(features.split(",")) == registers
+
+
 @st.composite
 def depthwise_geometries(draw):
     """Depthwise calls that fill vectors (the vector runs): any window, padding and layout."""

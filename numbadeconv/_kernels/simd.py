@@ -41,9 +41,16 @@ def _cpu_codegen():
     return cpu_target.target_context.codegen()
 
 
-#: Vector registers that the micro-kernels' widest tiles may use: AVX-512's 32 (32-byte vectors
-#: in ``ymm0``-``ymm31``, which AVX512VL encodes) where the target has them, else AVX2's 16.
-REGISTERS = 32 if {"+avx512f", "+avx512vl"} <= set(_features(_cpu_codegen())) else 16
+def _registers(features: list[str]) -> int:
+    """The vector registers of a target with ``features`` (:func:`_features`).
+
+    AVX-512's 32 (32-byte vectors in ``ymm0``-``ymm31``, which AVX512VL encodes), else AVX2's 16.
+    """
+    return 32 if {"+avx512f", "+avx512vl"} <= set(features) else 16
+
+
+#: Vector registers that the micro-kernels' widest tiles may use (Numba's target's).
+REGISTERS = _registers(_features(_cpu_codegen()))
 
 
 def vex_only(context, function: ir.Function) -> None:
