@@ -804,7 +804,14 @@ def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.n
               else _filter_grad.filter_grad_serial)
     _launch(kernel, plan.threads, plan.jobs, _padded(x, plan.frame, plan.threads), dy, part,
             plan.meta)
-    return part[0] if plan.slabs == 1 else part.sum(axis=0)
+    if plan.slabs == 1:
+        return part[0]
+    out = np.empty(plan.out_shape, x.dtype)
+    size = out.size
+    _launch(_filter_grad.sum_slabs_serial, _threads_for(plan.threads, part.size, PARALLEL_MIN_COPY),
+            -(-size // _filter_grad.SUM_ELEMENTS), part.reshape(plan.slabs, size),
+            out.reshape(size))
+    return out
 
 
 # --- the operations -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from llvmlite import ir
 
 import numbadeconv as nd
 from numbadeconv import _engine
-from numbadeconv._kernels import copies, parallel, simd
+from numbadeconv._kernels import copies, filter_grad, parallel, simd
 from numbadeconv.testing import (
     reference_conv2d,
     reference_conv2d_backprop_filter,
@@ -174,6 +174,19 @@ def test_filter_grad_over_copied_pixels(name, dtype, mode, copied_pixels):
     np.testing.assert_allclose(
         dw, reference_conv2d_backprop_filter(x, w_shape, dy, stride, padding,
                                              dilations=dilation), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_slab_sum_is_numpys_sum(dtype, mode):
+    """The filter gradient's slabs summed in jobs: NumPy's sum bit for bit, Inf and NaN too."""
+    rng = np.random.default_rng(3)
+    size = 2 * filter_grad.SUM_ELEMENTS + 5  # and a last job of a few elements
+    part = rng.standard_normal((3, size)).astype(dtype)
+    part[1, 7], part[2, 9], part[0, -1] = np.inf, np.nan, -np.inf
+    out = np.full(size, -1.0, dtype)
+    _engine._launch(filter_grad.sum_slabs_serial, min(mode, numba.config.NUMBA_NUM_THREADS),
+                    -(-size // filter_grad.SUM_ELEMENTS), part, out)
+    np.testing.assert_array_equal(out, part.sum(axis=0))
 
 
 @pytest.mark.parametrize("cin", [24, 160])

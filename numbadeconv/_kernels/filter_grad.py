@@ -205,6 +205,34 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                     o_flat[tap_out + b * block + ci_out[i] + c] = acc[at + c]
 
 
+#: Elements of the result per job of :func:`sum_slabs_serial`: 16 KiB of float32, which stay in
+#: the L1 cache while every slab is added to them (64 KiB took 1.1x the time).
+SUM_ELEMENTS = 4096
+
+
+@kernel()
+def sum_slabs_serial(part, out, first, last):
+    """``out[i] = part[0, i] + part[1, i] + ...``: the slabs' sum, SUM_ELEMENTS elements a job.
+
+    ``part`` ``[S, M]`` the slabs' gradients (:func:`filter_grad_serial`), ``out`` ``[M]``. The
+    slabs are added in order, as NumPy's ``part.sum(axis=0)`` adds them, but on every thread of
+    the call (16 threads split a DCGAN 32x32x128 gradient into 16 slabs, 52 MB: NumPy's sum,
+    in one thread, took 2.2 ms, about the gradient's own time on 16 cores; two slabs of it
+    on two threads: 0.08 ms against NumPy's 0.22).
+    """
+    n_slabs, size = part.shape
+    flat = part.reshape(-1)
+    for job in range(first, last):
+        lo = np.uint64(job * SUM_ELEMENTS)  # (unsigned indices: no wraparound, vectorised)
+        hi = np.uint64(min(size, job * SUM_ELEMENTS + SUM_ELEMENTS))
+        for i in range(lo, hi):
+            out[i] = flat[i]
+        for s in range(1, n_slabs):
+            at = np.uint64(s * size)
+            for i in range(lo, hi):
+                out[i] += flat[at + i]
+
+
 def _tap_sums(n_taps: int, n_vec: int):
     """An intrinsic adding, for ``n_taps`` taps, a row's products of channel vectors.
 
