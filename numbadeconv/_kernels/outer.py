@@ -24,8 +24,10 @@ result itself; no horizontal sum is needed. LLVM does not find this schedule fro
 
 Taps that read the zero padding only are skipped: a job's pixels go in segments that read inside
 the same taps, each in tiles of its own (:mod:`.segments`; small images lose most to padding: a
-4x4x1024 DCGAN transpose, 28 % of its taps). When ``meta[20]`` is 1, ``src`` is the source itself,
-not the padded frame (no padded copy of the input).
+4x4x1024 DCGAN transpose, 28 % of its taps). A segment's pixels past its whole tiles go in small
+tiles (:func:`small_tile_pixels`) rather than in one more whole tile that repeats its last pixel
+(the one-pixel columns at a ResNet layer's left and right edges). When ``meta[20]`` is 1, ``src``
+is the source itself, not the padded frame (no padded copy of the input).
 """
 
 import numpy as np
@@ -105,23 +107,43 @@ def tile_pixels(block, itemsize, n_pair):
     return min(MAX_PIXELS, (registers - 1 - n_vec) // n_vec)
 
 
+#: Accumulators of a segment's last, smaller tiles (:func:`small_tile_pixels`): as many as a core's
+#: two fused multiply-add pipes of 4 cycles' latency keep busy (Zen 4, and Intel's since Skylake).
+#: Against whole tiles that repeat a segment's last pixel, 2 threads: the ResNet 1x1 bottleneck
+#: 0.97-0.985 of the time, sparse coding's 11x11 1 -> 32 0.96-0.98, a first layer 0.96-0.98, a
+#: grouped transpose 0.96-0.985, ResNet 3x3 56x56x64 0.985-0.993; the others within noise.
+SMALL_TILE_ACCUMULATORS = 8
+
+
+@register_jitable
+def small_tile_pixels(block, itemsize, n_pair):
+    """Pixels per small tile: a segment's pixels past its whole tiles (:func:`tile_pixels`).
+
+    As many as hold :data:`SMALL_TILE_ACCUMULATORS` vectors: 2 pixels of 4 vectors, 4 of 2.
+    """
+    n_vec = block * n_pair * itemsize // simd.VECTOR_BYTES
+    return min(tile_pixels(block, itemsize, n_pair), max(1, SMALL_TILE_ACCUMULATORS // n_vec))
+
+
 def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool = False):
     """The micro-kernel of ``block`` output channels, ``n_pair`` elements per broadcast.
 
     ``run(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first, dst, out,
-    d_add, direct, n_tiles)`` computes ``n_tiles`` consecutive tiles' runs ``r_lo`` to ``r_hi``,
-    ``span`` elements of each, a tile at a time in registers::
+    d_add, direct, n_tiles, n_small)`` computes ``n_tiles`` consecutive tiles' runs ``r_lo`` to
+    ``r_hi``, ``span`` elements of each, a tile at a time in registers, then ``n_small`` smaller
+    tiles' (of :func:`small_tile_pixels`)::
 
         acc[ao + p*B + c] += sum_{r, k} x[xo[xs + p] + runs_x[r] + k] * w[wo + runs_w[r] + k*B + c]
 
-    for the tiles' pixels ``p < n_tiles * P`` (``B = block``, ``P`` pixels per tile,
-    :func:`tile_pixels`; the weights of ``n_pair`` elements interleaved, :func:`pair`, ``span`` a
-    multiple of it): ``acc[ao:]`` holds the tiles between calls; ``xo[xs:]`` (int64) the pixels'
-    offsets in ``x``, ``runs_x`` and ``runs_w`` (int64) the runs' offsets. With ``first`` a tile
-    starts from the bias ``b[:B]`` instead of ``acc``; with ``direct`` it ends in
-    ``dst[out[xs + p] + d_add:]`` instead of ``acc``. ``strided``: ``run`` takes two more
-    arguments, ``x_step`` and ``w_step``, and element ``k`` of a run is at ``k*x_step`` in ``x``
-    and ``k*w_step`` in ``w`` (single elements, no pairs). All offsets are in bounds.
+    for the tiles' pixels ``p < n_tiles * P + n_small * S`` (``B = block``, ``P`` pixels per tile,
+    :func:`tile_pixels`, ``S`` per small tile; the weights of ``n_pair`` elements interleaved,
+    :func:`pair`, ``span`` a multiple of it): ``acc[ao:]`` holds the tiles between calls;
+    ``xo[xs:]`` (int64) the pixels' offsets in ``x``, ``runs_x`` and ``runs_w`` (int64) the runs'
+    offsets. With ``first`` a tile starts from the bias ``b[:B]`` instead of ``acc``; with
+    ``direct`` it ends in ``dst[out[xs + p] + d_add:]`` instead of ``acc``. ``strided``: ``run``
+    takes ``x_step`` and ``w_step`` instead of ``n_small`` (no small tiles), and element ``k`` of
+    a run is at ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (single elements, no pairs). All
+    offsets are in bounds.
 
     The tiles' code is a function of its own in the calling kernel's module, compiled in AVX2's
     16 vector registers (:func:`.simd.vex_only`) unless its tiles are :data:`WIDE`, and unless
@@ -133,7 +155,7 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
     """
     def codegen(context, builder, signature, args):
         (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
-         first_v, dst_a, out_a, d_add_v, direct_v, n_tiles_v, *steps) = args
+         first_v, dst_a, out_a, d_add_v, direct_v, n_tiles_v, *rest) = args
         arg = signature.args
         v = simd.Vectors(context, builder, arg[0].dtype)
         # the arrays' data pointers, at the offsets the call gives, and the scalars
@@ -144,13 +166,13 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
                     v.at(v.data(out_a, arg[15]), xs_v)]
         flags = [context.cast(builder, first_v, arg[13], types.boolean),
                  context.cast(builder, direct_v, arg[17], types.boolean)]
-        scalars = [r_lo_v, r_hi_v, span_v, n_tiles_v, *steps]
+        scalars = [r_lo_v, r_hi_v, span_v, n_tiles_v, *rest]
         function = tile_function(context, builder.module, arg[0].dtype,
-                                 [p.type for p in pointers], len(steps))
+                                 [p.type for p in pointers])
         builder.call(function, [*pointers, *flags, *scalars])
         return context.get_dummy_value()
 
-    def tile_function(context, module, dtype, pointer_types, n_steps):
+    def tile_function(context, module, dtype, pointer_types):
         """The tiles' code, as a function of its own in ``module`` (emitted once per module)."""
         name = f"numbadeconv.outer_runs.{block}.{n_pair}.{int(strided)}.{int(inline)}.{dtype}"
         found = module.globals.get(name)
@@ -158,19 +180,20 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
             return found
         flag = ir.IntType(1)
         function = ir.Function(module, ir.FunctionType(
-            ir.VoidType(), [*pointer_types, flag, flag, *[simd.I64] * (4 + n_steps)]), name)
+            ir.VoidType(), [*pointer_types, flag, flag, *[simd.I64] * (4 + 1 + strided)]), name)
         function.linkage = "internal"
         function.attributes.add("alwaysinline" if inline else "noinline")
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         (acc_0, x_p, xo_0, rx_p, rw_p, w_p, b_p, d_p, out_0, first_v, direct_v, r_lo_v,
-         r_hi_v, span_v, n_tiles_v, *steps) = function.args
+         r_hi_v, span_v, n_tiles_v, *rest) = function.args
         v = simd.Vectors(context, builder, dtype)
         lanes = v.lanes
         n_out = block // lanes  # vectors of a pixel's channels in acc, b and dst
         n_vec = n_out * n_pair  # ... and in registers
         if not inline and n_vec < WIDE:
             simd.vex_only(context, function)
-        n_pix = tile_pixels(block, simd.VECTOR_BYTES // lanes, n_pair)
+        itemsize = simd.VECTOR_BYTES // lanes
+        n_pix = tile_pixels(block, itemsize, n_pair)
         zero = ir.Constant(v.type, None)
 
         def spread(pointer):
@@ -195,51 +218,61 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
 
         # accumulators live in allocas, which LLVM promotes to registers
         slots = [builder.alloca(v.type) for _ in range(n_pix * n_vec)]
-        with cgutils.for_range(builder, n_tiles_v) as tiles:
-            acc_p = v.at(acc_0, builder.mul(tiles.index, ir.Constant(simd.I64, n_pix * block)))
-            xo_p, out_p = (v.at(p, builder.mul(tiles.index, ir.Constant(simd.I64, n_pix)))
-                           for p in (xo_0, out_0))
-            with builder.if_else(first_v) as (from_bias, from_acc):
-                with from_bias:
-                    bias = spread(b_p)
-                    for i, slot in enumerate(slots):
-                        builder.store(bias[i % n_vec], slot)
-                with from_acc:
-                    for j in range(n_pix):
-                        for i, vec in enumerate(spread(v.at(acc_p, block * j))):
-                            builder.store(vec, slots[j * n_vec + i])
-            pixels = [v.at(x_p, v.item(xo_p, j)) for j in range(n_pix)]
-            one = ir.Constant(simd.I64, 1)
-            with cgutils.for_range_slice(builder, r_lo_v, r_hi_v, one) as (r, _):
-                run_x = builder.load(builder.gep(rx_p, [r]))
-                run_w = v.at(w_p, builder.load(builder.gep(rw_p, [r])))
-                rows = [v.at(pixel, run_x) for pixel in pixels]
-                # steps between consecutive elements (pairs) of a run, in x and in w
-                x_step, w_step = steps or (ir.Constant(simd.I64, n_pair),
-                                           ir.Constant(simd.I64, block * n_pair))
-                n_steps = builder.sdiv(span_v, ir.Constant(simd.I64, n_pair))
-                with cgutils.for_range(builder, n_steps) as loop:
-                    k = loop.index
-                    w_k = v.at(run_w, builder.mul(k, w_step))
-                    w_vecs = [v.load(w_k, lanes * i) for i in range(n_vec)]
-                    x_k = builder.mul(k, x_step)
-                    for j in range(n_pix):
-                        bc = v.repeat(v.at(rows[j], x_k), n_pair)
-                        for i in range(n_vec):
-                            slot = slots[j * n_vec + i]
-                            builder.store(v.fma(bc, w_vecs[i], builder.load(slot)), slot)
-            results = [gather([builder.load(slots[j * n_vec + i]) for i in range(n_vec)])
-                       for j in range(n_pix)]
-            with builder.if_else(direct_v) as (to_dst, to_acc):
-                with to_dst:
-                    for j, vecs in enumerate(results):
-                        d_j = v.at(d_p, v.item(out_p, j))
-                        for o, vec in enumerate(vecs):
-                            v.store(vec, d_j, lanes * o)
-                with to_acc:
-                    for j, vecs in enumerate(results):
-                        for o, vec in enumerate(vecs):
-                            v.store(vec, acc_p, block * j + lanes * o)
+
+        def tiles(count, n_pix, acc_0, xo_0, out_0):
+            """``count`` tiles of ``n_pix`` pixels: accumulators at acc_0, pixels at xo_0."""
+            with cgutils.for_range(builder, count) as loop:
+                acc_p = v.at(acc_0, builder.mul(loop.index, ir.Constant(simd.I64, n_pix * block)))
+                xo_p, out_p = (v.at(p, builder.mul(loop.index, ir.Constant(simd.I64, n_pix)))
+                               for p in (xo_0, out_0))
+                with builder.if_else(first_v) as (from_bias, from_acc):
+                    with from_bias:
+                        bias = spread(b_p)
+                        for i, slot in enumerate(slots[:n_pix * n_vec]):
+                            builder.store(bias[i % n_vec], slot)
+                    with from_acc:
+                        for j in range(n_pix):
+                            for i, vec in enumerate(spread(v.at(acc_p, block * j))):
+                                builder.store(vec, slots[j * n_vec + i])
+                pixels = [v.at(x_p, v.item(xo_p, j)) for j in range(n_pix)]
+                one = ir.Constant(simd.I64, 1)
+                with cgutils.for_range_slice(builder, r_lo_v, r_hi_v, one) as (r, _):
+                    run_x = builder.load(builder.gep(rx_p, [r]))
+                    run_w = v.at(w_p, builder.load(builder.gep(rw_p, [r])))
+                    rows = [v.at(pixel, run_x) for pixel in pixels]
+                    # steps between consecutive elements (pairs) of a run, in x and in w
+                    x_step, w_step = rest if strided else (ir.Constant(simd.I64, n_pair),
+                                                           ir.Constant(simd.I64, block * n_pair))
+                    n_steps = builder.sdiv(span_v, ir.Constant(simd.I64, n_pair))
+                    with cgutils.for_range(builder, n_steps) as steps:
+                        k = steps.index
+                        w_k = v.at(run_w, builder.mul(k, w_step))
+                        w_vecs = [v.load(w_k, lanes * i) for i in range(n_vec)]
+                        x_k = builder.mul(k, x_step)
+                        for j in range(n_pix):
+                            bc = v.repeat(v.at(rows[j], x_k), n_pair)
+                            for i in range(n_vec):
+                                slot = slots[j * n_vec + i]
+                                builder.store(v.fma(bc, w_vecs[i], builder.load(slot)), slot)
+                results = [gather([builder.load(slots[j * n_vec + i]) for i in range(n_vec)])
+                           for j in range(n_pix)]
+                with builder.if_else(direct_v) as (to_dst, to_acc):
+                    with to_dst:
+                        for j, vecs in enumerate(results):
+                            d_j = v.at(d_p, v.item(out_p, j))
+                            for o, vec in enumerate(vecs):
+                                v.store(vec, d_j, lanes * o)
+                    with to_acc:
+                        for j, vecs in enumerate(results):
+                            for o, vec in enumerate(vecs):
+                                v.store(vec, acc_p, block * j + lanes * o)
+
+        tiles(n_tiles_v, n_pix, acc_0, xo_0, out_0)
+        if not strided:  # then the small tiles
+            n_small = small_tile_pixels(block, itemsize, n_pair)
+            done = builder.mul(n_tiles_v, ir.Constant(simd.I64, n_pix))
+            tiles(rest[0], n_small, v.at(acc_0, builder.mul(done, ir.Constant(simd.I64, block))),
+                  v.at(xo_0, done), v.at(out_0, done))
         builder.ret_void()
         return function
 
@@ -254,9 +287,9 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
 
     @intrinsic
     def run(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
-            dst, out, d_add, direct, n_tiles):
+            dst, out, d_add, direct, n_tiles, n_small):
         return types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
-                          dst, out, d_add, direct, n_tiles), codegen
+                          dst, out, d_add, direct, n_tiles, n_small), codegen
 
     return run
 
@@ -327,7 +360,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     n_ch, groups = meta[0], meta[5]
     n_pair = pair(block, n_ch // groups)
     n_pix = tile_pixels(block, dst.itemsize, n_pair)
-    tile = n_pix * block
+    n_small = small_tile_pixels(block, dst.itemsize, n_pair)
     w_block, w_group = meta[8], meta[9]
     cig = n_ch // groups
     d_flat = dst.reshape(-1)
@@ -355,13 +388,13 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         chunk = -(-chunk // n_pair) * n_pair
         per_pass = max(1, most // max(1, span))
         # The job's pixels (images n_lo to n_hi, rows m_lo to m_hi) in segments that read
-        # inside the same taps, each in tiles of n_pix that skip the others' runs (or the parts
-        # of merged runs)
-        m_first, n_rc, q_first, n_cc, seg_tiles, base, out = segments.split(
-            src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_col, n_pix, cig,
-            m_ranges, q_ranges)
+        # inside the same taps, each in tiles of n_pix (then of n_small) that skip the others'
+        # runs (or the parts of merged runs)
+        m_first, n_rc, q_first, n_cc, seg_slots, base, out = segments.split(
+            src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_col, n_pix,
+            n_small, cig, m_ranges, q_ranges)
         n_seg = n_rc * n_cc
-        n_used = seg_tiles[n_seg] * n_pix
+        n_used = seg_slots[n_seg]
         xo = np.empty(n_used, np.int64)
         acc = np.empty(n_used * block, dst.dtype)
         for gb in range(b_lo, b_hi):
@@ -381,11 +414,14 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                 t_lo, t_hi = m_ranges[1, rc], m_ranges[2, rc]
                 u_lo, u_hi = q_ranges[1, cc], q_ranges[2, cc]
                 reads = t_lo < t_hi and u_lo < u_hi  # else only zeros (and no runs below)
-                # the segment's tiles: their accumulators at ao, their pixels at xs in xo
-                n_tiles = seg_tiles[s + 1] - seg_tiles[s]
-                ao, xs = seg_tiles[s] * tile, seg_tiles[s] * n_pix
+                # the segment's tiles, then small tiles: their accumulators at ao, their pixels
+                # at xs in xo
+                n_slots = seg_slots[s + 1] - seg_slots[s]
+                n_tiles = n_slots // n_pix
+                n_rest = (n_slots - n_tiles * n_pix) // n_small
+                ao, xs = seg_slots[s] * block, seg_slots[s]
                 if not reads:  # the bias alone
-                    for c in range(ao, ao + n_tiles * tile):
+                    for c in range(ao, ao + n_slots * block):
                         acc[c] = b_block[c % block]
                 # the segment's runs: row taps t_lo to t_hi, each with runs a_lo to a_hi (their
                 # last: last_run) and their elements first_e to end_e (merged: the columns'
@@ -400,7 +436,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     r_hi = min(n_taps, r_lo + per_pass)
                     for c0 in range(max(0, first_e - first_e % chunk), end_e, chunk):
                         e_lo, e_hi = max(c0, first_e), min(c0 + chunk, end_e)
-                        for j in range(np.uint64(xs), np.uint64(xs + n_tiles * n_pix)):
+                        for j in range(np.uint64(xs), np.uint64(xs + n_slots)):
                             xo[j] = base[j] + g * cig + e_lo
                         wc = w0 + e_lo * block
                         t = t_lo
@@ -411,28 +447,26 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             if lo >= hi:
                                 continue
                             end = direct and hi == last_run + 1 and e_hi == end_e
-                            if CHECK_BOUNDS:
-                                for t_i in range(n_tiles):
-                                    check_runs(acc, ao + t_i * tile, flat, xo, xs + t_i * n_pix,
-                                               n_pix, tap_x, tap_w, lo, hi, weights, wc,
-                                               e_hi - e_lo, b_block, d_flat, out, d_add, end,
-                                               block, n_pair, n_pair, block * n_pair)
+                            if CHECK_BOUNDS:  # every slot's runs, accumulators and result
+                                check_runs(acc, ao, flat, xo, xs, n_slots, tap_x, tap_w, lo, hi,
+                                           weights, wc, e_hi - e_lo, b_block, d_flat, out, d_add,
+                                           end, block, n_pair, n_pair, block * n_pair)
                             if block == 32:
                                 _runs32(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                        n_tiles)
+                                        n_tiles, n_rest)
                             elif block == 16:
                                 _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                        n_tiles)
+                                        n_tiles, n_rest)
                             elif n_pair == 2:
                                 _runs8(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                        e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                       n_tiles)
+                                       n_tiles, n_rest)
                             else:
                                 _runs8_single(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi,
                                               weights, wc, e_hi - e_lo, b_block, begin, d_flat,
-                                              out, d_add, end, n_tiles)
+                                              out, d_add, end, n_tiles, n_rest)
                             begin = False
                 if direct and reads:
                     continue
@@ -450,5 +484,5 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     continue
                 for c in range(n_c):
                     at = d_add + c * s_ch
-                    for j in range(xs, xs + n_tiles * n_pix):
+                    for j in range(xs, xs + n_slots):
                         d_flat[np.uint64(out[j] + at)] = acc[j * block + c]

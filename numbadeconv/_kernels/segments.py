@@ -56,12 +56,25 @@ def _tap_ranges(toffs, at, n_taps, first, count, step, start, size, ranges):
 
 
 @kernel(internal=True)
-def _segments_cost(m_ranges, m_first, n_rc, q_ranges, q_first, n_cc, images, n_pix, cig):
+def slots(count, n_pix, n_small):
+    """The pixel slots of a segment of ``count`` pixels: its tiles' pixels.
+
+    Tiles of ``n_pix``, then those past them in small tiles of ``n_small`` where that takes fewer
+    slots than one more tile of ``n_pix`` (``n_small == n_pix``: tiles of ``n_pix`` only).
+    """
+    whole = count // n_pix * n_pix
+    small = -(-(count - whole) // n_small) * n_small
+    return whole + (small if small < n_pix else n_pix)
+
+
+@kernel(internal=True)
+def _segments_cost(m_ranges, m_first, n_rc, q_ranges, q_first, n_cc, images, n_pix, n_small,
+                   cig):
     """The cost of a job's pixels in segments: runs of rows x runs of columns (:func:`_tap_ranges`).
 
     The runs of rows ``m_first`` to ``m_first + n_rc`` in ``m_ranges``, likewise of columns.
-    Each segment computes whole tiles of ``n_pix`` pixels, each pixel ``cig`` elements of every
-    tap that the segment reads, and costs SEGMENT_ELEMENTS more.
+    Each segment computes its :func:`slots`, each slot ``cig`` elements of every tap that the
+    segment reads, and costs SEGMENT_ELEMENTS more.
     """
     cost = 0
     for rc in range(m_first, m_first + n_rc):
@@ -70,26 +83,27 @@ def _segments_cost(m_ranges, m_first, n_rc, q_ranges, q_first, n_cc, images, n_p
                                                                           - q_ranges[0, cc])
             taps = max(0, m_ranges[2, rc] - m_ranges[1, rc]) * max(0, q_ranges[2, cc]
                                                                    - q_ranges[1, cc])
-            cost += -(-pixels // n_pix) * n_pix * taps * cig + SEGMENT_ELEMENTS
+            cost += slots(pixels, n_pix, n_small) * taps * cig + SEGMENT_ELEMENTS
     return cost
 
 
 @kernel(internal=True)
-def split(src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_col, n_pix, cig,
-          m_ranges, q_ranges):
+def split(src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_col, n_pix,
+          n_small, cig, m_ranges, q_ranges):
     """The pixels of images ``n_lo`` to ``n_hi``, rows ``m_lo`` to ``m_hi`` of phase ``p``.
 
     ``src`` ``[N, H, W*C]`` (the padded frame, or the source itself: ``meta[20]``); ``s_img``,
     ``s_row`` and ``s_col`` the result's element strides (:func:`.correlate.out_layout`).
     Scratch ``m_ranges`` ``[3, >= m_hi - m_lo + 3]`` and ``q_ranges`` ``[3, >= Q + 3]`` int64
     receive the runs of rows and columns (:func:`_tap_ranges`). Returns ``(m_first, n_rc,
-    q_first, n_cc, seg_tiles, base, out)``: segment ``s`` (of ``n_rc * n_cc``) is the rows of run
+    q_first, n_cc, seg_slots, base, out)``: segment ``s`` (of ``n_rc * n_cc``) is the rows of run
     ``m_first + s // n_cc`` of ``m_ranges`` (row taps ``m_ranges[1]`` to ``m_ranges[2]`` of it)
-    x the columns of run ``q_first + s % n_cc`` of ``q_ranges``; its tiles are ``seg_tiles[s]``
-    to ``seg_tiles[s + 1]``, tile ``i``'s pixels ``i*n_pix`` to ``(i + 1)*n_pix`` of ``base``
-    (the pixel's offset in ``src.reshape(-1)``, to which a tap adds its own: negative where the
-    pixel's first taps lie outside the source) and ``out`` (its offset in the flat result). A
-    segment's pixels go image by image, row by row; its last tile repeats its last pixel.
+    x the columns of run ``q_first + s % n_cc`` of ``q_ranges``; its pixels are the slots
+    ``seg_slots[s]`` to ``seg_slots[s + 1]`` of ``base`` (the pixel's offset in
+    ``src.reshape(-1)``, to which a tap adds its own: negative where the pixel's first taps lie
+    outside the source) and ``out`` (its offset in the flat result), in tiles of ``n_pix`` and
+    of ``n_small`` (:func:`slots`). A segment's pixels go image by image, row by row; its last
+    tile repeats its last pixel.
     """
     n_ch, ssh, ssw, rs, cs = meta[0], meta[1], meta[2], meta[3], meta[4]
     top, left, height, width = meta[11], meta[12], meta[18], meta[19]
@@ -110,20 +124,20 @@ def split(src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_c
         m_first, n_r = (0, n_rc) if option < 2 else (n_rc + 1, 1)
         q_first, n_c = (0, n_cc) if option % 2 == 0 else (n_cc + 1, 1)
         cost = _segments_cost(m_ranges, m_first, n_r, q_ranges, q_first, n_c, n_hi - n_lo,
-                              n_pix, cig)
+                              n_pix, n_small, cig)
         if least < 0 or cost < least:
             least, best = cost, option
     m_first, n_rc = (0, n_rc) if best < 2 else (n_rc + 1, 1)
     q_first, n_cc = (0, n_cc) if best % 2 == 0 else (n_cc + 1, 1)
     n_seg = n_rc * n_cc
-    seg_tiles = np.empty(n_seg + 1, np.int64)
+    seg_slots = np.empty(n_seg + 1, np.int64)
     n_slots = -(-(n_hi - n_lo) * n_rows * nq // n_pix) * n_pix + n_seg * (n_pix - 1)
     base = np.empty(n_slots, np.int64)
     out = np.empty(n_slots, np.int64)
     i = 0
     for s in range(n_seg):
         rc, cc = m_first + s // n_cc, q_first + s % n_cc
-        seg_tiles[s] = i // n_pix
+        seg_slots[s] = i
         for n in range(n_lo, n_hi):
             for m in range(m_ranges[0, rc], m_ranges[0, rc + 1]):
                 x_row = ((n * src.shape[1] + m * ssh - origin_row) * src.shape[2]
@@ -133,9 +147,9 @@ def split(src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_c
                     base[np.uint64(i)] = x_row + q * ssw * n_ch  # unsigned: no wraparound
                     out[np.uint64(i)] = d_row + q * cs * s_col
                     i += 1
-        while i % n_pix:
-            base[i] = base[i - 1]
-            out[i] = out[i - 1]
-            i += 1
-    seg_tiles[n_seg] = i // n_pix
-    return m_first, n_rc, q_first, n_cc, seg_tiles, base, out
+        for j in range(i, seg_slots[s] + slots(i - seg_slots[s], n_pix, n_small)):
+            base[j] = base[i - 1]
+            out[j] = out[i - 1]
+        i = seg_slots[s] + slots(i - seg_slots[s], n_pix, n_small)
+    seg_slots[n_seg] = i
+    return m_first, n_rc, q_first, n_cc, seg_slots, base, out

@@ -194,9 +194,9 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         # the phase's runs, of which each segment takes its own (_segment_runs)
         _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
         merged = phases[p, MERGED] != 0
-        m_first, n_rc, q_first, n_cc, seg_tiles, base, out = segments.split(
-            src, meta, phases, toffs, p, n, n + 1, m_lo, m_hi, s_img, s_row, s_col, n_pix, cig,
-            m_ranges, q_ranges)
+        m_first, n_rc, q_first, n_cc, seg_slots, base, out = segments.split(
+            src, meta, phases, toffs, p, n, n + 1, m_lo, m_hi, s_img, s_row, s_col, n_pix, n_pix,
+            cig, m_ranges, q_ranges)  # (tiles of n_pix only: seg_slots are whole tiles)
         # Output channels in blocks whose weights (all this phase's taps) fit in about meta[10]
         # bytes, so that they stay in L2 while the block's pixels, a tile at a time, stream past.
         c_block = max(3, min(cog, meta[10] // max(1, nt * nu * cig * dst.itemsize) // 3 * 3))
@@ -209,11 +209,11 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                                    m_ranges[1, rc], m_ranges[2, rc],
                                                    q_ranges[1, cc], q_ranges[2, cc], run_x, run_w)
                     if cog == 1:  # one output channel: 8 x 1 tiles
-                        _one_channel(flat, weights, d_flat, base, out, seg_tiles[s],
-                                     seg_tiles[s + 1], ch0, run_x, run_w, n_runs, g * w_g, r_span,
-                                     bias[g], g * s_ch)
+                        _one_channel(flat, weights, d_flat, base, out, seg_slots[s] // n_pix,
+                                     seg_slots[s + 1] // n_pix, ch0, run_x, run_w, n_runs,
+                                     g * w_g, r_span, bias[g], g * s_ch)
                         continue
-                    for i in range(seg_tiles[s], seg_tiles[s + 1]):
+                    for i in range(seg_slots[s] // n_pix, seg_slots[s + 1] // n_pix):
                         j = i * n_pix
                         x0, x1 = np.uint64(base[j] + ch0), np.uint64(base[j + 1] + ch0)
                         x2, x3 = np.uint64(base[j + 2] + ch0), np.uint64(base[j + 3] + ch0)
