@@ -189,6 +189,23 @@ def test_slab_sum_is_numpys_sum(dtype, mode):
     np.testing.assert_array_equal(out, part.sum(axis=0))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cin, cout", [(24, 32), (12, 16), (6, 8), (5, 8)])
+def test_outer_small_tiles(cin, cout, dtype, mode):
+    """Segments of every size past whole tiles: small tiles, whole ones, or both; every block."""
+    rng = np.random.default_rng(cin)
+    w = rng.standard_normal((3, 3, cin, cout)).astype(dtype)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    for width in range(1, 15):  # segments of 1 to 14 pixels in a row, whole images, edges
+        x = rng.standard_normal((2, 3, width, cin)).astype(dtype)
+        for padding in ("SAME", "VALID"):
+            if width < 3 and padding == "VALID":
+                continue
+            np.testing.assert_allclose(nd.conv2d(x, w, 1, padding, threads=threads),
+                                       reference_conv2d(x, w, 1, padding), rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("cin", [24, 160])
 def test_outer_bias_where_only_padding_is_read(cin, mode):
     # output rows and columns that read zero padding only hold the bias (NCHW: through acc)
