@@ -147,9 +147,10 @@ def split(src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_c
                     base[np.uint64(i)] = x_row + q * ssw * n_ch  # unsigned: no wraparound
                     out[np.uint64(i)] = d_row + q * cs * s_col
                     i += 1
-        for j in range(i, seg_slots[s] + slots(i - seg_slots[s], n_pix, n_small)):
+        end = seg_slots[s] + slots(i - seg_slots[s], n_pix, n_small)
+        for j in range(i, end):
             base[j] = base[i - 1]
             out[j] = out[i - 1]
-        i = seg_slots[s] + slots(i - seg_slots[s], n_pix, n_small)
+        i = end
     seg_slots[n_seg] = i
     return m_first, n_rc, q_first, n_cc, seg_slots, base, out
