@@ -95,6 +95,12 @@ def pair(block, cig):
 
 
 @register_jitable
+def _pixel_vectors(block, itemsize, n_pair):
+    """Vector registers of a tile's pixel: ``block`` channels of ``n_pair`` elements each."""
+    return block * n_pair * itemsize // simd.VECTOR_BYTES
+
+
+@register_jitable
 def tile_pixels(block, itemsize, n_pair):
     """Pixels per tile of ``block`` channels of ``itemsize`` bytes, ``n_pair`` elements each.
 
@@ -102,7 +108,7 @@ def tile_pixels(block, itemsize, n_pair):
     (:data:`REGISTERS`, or :data:`.simd.REGISTERS` for :data:`WIDE` tiles), at most MAX_PIXELS.
     ``n_pair``: :func:`pair` of the block, or 1 for strided runs.
     """
-    n_vec = block * n_pair * itemsize // simd.VECTOR_BYTES
+    n_vec = _pixel_vectors(block, itemsize, n_pair)
     registers = simd.REGISTERS if n_vec >= WIDE else REGISTERS
     return min(MAX_PIXELS, (registers - 1 - n_vec) // n_vec)
 
@@ -121,8 +127,8 @@ def small_tile_pixels(block, itemsize, n_pair):
 
     As many as hold :data:`SMALL_TILE_ACCUMULATORS` vectors: 2 pixels of 4 vectors, 4 of 2.
     """
-    n_vec = block * n_pair * itemsize // simd.VECTOR_BYTES
-    return min(tile_pixels(block, itemsize, n_pair), max(1, SMALL_TILE_ACCUMULATORS // n_vec))
+    return min(tile_pixels(block, itemsize, n_pair),
+               max(1, SMALL_TILE_ACCUMULATORS // _pixel_vectors(block, itemsize, n_pair)))
 
 
 def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool = False):
