@@ -172,15 +172,16 @@ def _threads_for(threads: int | None, macs: int, minimum: int | None = None) -> 
 def _launch(serial, threads: int, n_jobs: int, *args) -> None:
     """Run jobs 0 to ``n_jobs`` of kernel ``serial`` on ``args``, on ``threads`` threads.
 
-    On more than one thread, the jobs run over ``prange`` (:mod:`._kernels.parallel`); any job
-    that failed there is run again serially, which raises its error.
+    On more than one thread, each thread runs its share of the jobs in one call
+    (:func:`._kernels.parallel.run_jobs`); if any failed there, all are run again serially,
+    which raises the error.
     """
     if threads > 1:
         address = parallel.address(serial, args)
         # a copy of args that run_jobs reads (``stored`` holds it: alive until it returns)
         stored, thunk, block = parallel.store(args)
         with _jit.parallel_launch(threads):
-            failed = parallel.run_jobs(thunk, address, block, n_jobs)
+            failed = parallel.run_jobs(thunk, address, block, n_jobs, min(n_jobs, threads))
         if not failed:
             return
     serial(*args, 0, n_jobs)

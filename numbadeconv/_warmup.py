@@ -65,7 +65,7 @@ def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
                (filter_grad.sum_slabs_serial, (types.Array(f, 2, "C"), types.Array(f, 1, "C")))]
     launches = sorted({types.BaseTuple.from_types(args) for _, args in kernels}, key=str)
     units = [(serial, [(*args, i64, i64)]) for serial, args in kernels]
-    units[8:8] = [(parallel.run_jobs, [(i64, i64, i64, i64)]),
+    units[8:8] = [(parallel.run_jobs, [(i64, i64, i64, i64, i64)]),
                   (parallel.store, [(args,) for args in launches])]
     return units
 

@@ -376,7 +376,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     cog = n_out // groups
     blocks = -(-cog // block)  # per group
     b_block = np.zeros(block, dst.dtype)
-    # scratch for every job (a parallel launch runs each job in a call of its own: no scans)
+    # scratch for the call's jobs, each of which fills what it reads (calls split jobs anywhere)
     tap_x = np.empty(toffs.shape[0], np.int64)  # toffs holds every phase's T*U taps
     tap_w = np.empty_like(tap_x)
     m_ranges = np.empty((3, meta[7] + 3), np.int64)  # see _tap_ranges
