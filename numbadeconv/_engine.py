@@ -247,9 +247,12 @@ class PlanarPlan:
     """The planar kernel's part of a plan (:mod:`._kernels.planar`), for NCHW input and result."""
 
     frame: tuple[int, int, int, int] | None  # the padded planes, as _padded takes it
-    weight_index: np.ndarray  # weights = filters.ravel()[weight_index], [Cout, C, T, U]
+    # weights = filters.ravel()[weight_index], [Cout, C, T, U], or [Cout, band, C, T, U] where
+    # -1 (a zero weight: see _planar_weights) marks a row tap that a row of the band skips
+    weight_index: np.ndarray
     toffs: np.ndarray  # the row taps' offsets
     meta: np.ndarray  # the job blocking (meta[10:14]) is set by _planar_meta
+    exact: PlanarPlan | None = None  # for a band of rows: the plan of one row, for Inf and NaN
 
 
 def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs: int, n_weights: int,
@@ -434,6 +437,8 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5
     column taps evenly spaced; ``frame`` is the padded source (top, left, height, width), or None
     for the source ``src_hw`` itself, ``i5`` the phase's filter index ``[T, U, cig, 1, cog]``.
     Rows shorter than a tile get zero rows below each plane (a tile reads past such a row).
+    Fewer output channels than a tile, with adjacent row taps, take bands of rows (:func:`_band`)
+    and keep the plan of one row as ``exact``.
     """
     _, oh, ow, cog = out_shape
     few = cig <= PLANAR_MAX_CHANNELS or (cig <= PLANAR_FEW_MAX_CHANNELS
@@ -450,11 +455,44 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5
         top, left, height, width = frame or (0, 0, *src_hw)
         frame = (top, left, height - (-widest // width), width)
     height, width = frame[2:] if frame else src_hw
-    meta = (cig, cog, len(rows[0][2]), len(offsets), spacings.pop(), offsets[0], oh, ow, height,
-            width, 0, 0, 0, 0)
-    return PlanarPlan(frame=frame, weight_index=i5[:, :, :, 0, :].transpose(3, 2, 0, 1)
-                      .ravel().astype(np.intp), toffs=np.array(rows[0][2], np.int64),
-                      meta=np.array(meta, np.int64))
+    row_taps = list(rows[0][2])
+    index = i5[:, :, :, 0, :].transpose(3, 2, 0, 1)  # [cog, cig, T, U]
+    meta = [cig, cog, len(row_taps), len(offsets), spacings.pop(), offsets[0], oh, ow, height,
+            width, 0, 0, 0, 0, 1]
+    exact = PlanarPlan(frame=frame, weight_index=index.ravel().astype(np.intp),
+                       toffs=np.array(row_taps, np.int64), meta=np.array(meta, np.int64))
+    adjacent = row_taps == list(range(row_taps[0], row_taps[0] + len(row_taps)))
+    band = _band(cog, len(row_taps), oh) if adjacent else 1
+    if band == 1:
+        return exact
+    # pseudo-channel co*band + dy: row dy of channel co, its taps at row taps dy to dy + T - 1
+    n_t = len(row_taps) + band - 1
+    banded = np.full((cog, band, cig, n_t, len(offsets)), -1, np.intp)
+    for dy in range(band):
+        banded[:, dy, :, dy:dy + len(row_taps)] = index
+    meta[2], meta[14] = n_t, band
+    return PlanarPlan(frame=frame, weight_index=banded.ravel(),
+                      toffs=np.arange(row_taps[0], row_taps[0] + n_t, dtype=np.int64),
+                      meta=np.array(meta, np.int64), exact=exact)
+
+
+def _band(cog: int, n_t: int, oh: int) -> int:
+    """Output rows per channel of a planar tile for ``cog`` channels, ``n_t`` row taps, ``oh`` rows.
+
+    The band (at most a tile's channels and ``oh``) whose tiles do the largest share of useful
+    multiply-adds: (real channels / the tiles' channels) x ``n_t / (n_t + band - 1)`` (the rest
+    are by zero weights). One channel to one, float32, 2 threads, time of bands over one row per
+    tile: 8 images of 56x56, 3x3 0.89-0.91, 5x5 0.65-0.67, 9x9 0.43, 15x15 0.30; 16 of 28x28,
+    3x3 0.75-0.77, 15x15 0.30; a 512x512 image, 9x9 0.29-0.30, 15x15 0.32-0.33 (3x3 and 5x5
+    0.80-0.94: there the time goes to fresh pages, see the README).
+    """
+    n_pix = planar.tile_shape(4)[0]  # (the same for float64: two vectors a pixel line)
+    best, band = 0.0, 1
+    for rows in range(1, min(n_pix, oh) + 1):
+        share = cog * rows / (n_pix * -(-cog * rows // n_pix)) * n_t / (n_t + rows - 1)
+        if share > best * (1 + 1e-9):
+            best, band = share, rows
+    return band
 
 
 def _fill_plan(out_shape) -> CorrelationPlan:
@@ -676,7 +714,8 @@ def _planar_meta(plan: PlanarPlan, images: int, threads: int,
     thread), for all tiles of output channels (or, when rows are too few, a chunk of them).
     Returns the meta and the number of jobs.
     """
-    oh, cog = int(plan.meta[6]), int(plan.meta[1])
+    band = int(plan.meta[14])
+    oh, cog = -(-int(plan.meta[6]) // band), int(plan.meta[1]) * band  # bands of rows, channels
     wanted = JOBS_PER_THREAD * threads if threads > 1 else 1
     n_row_blocks = min(oh, -(-wanted // images))
     rows = -(-oh // n_row_blocks)
@@ -694,10 +733,19 @@ def _planar_run(plan: PlanarPlan, planes: np.ndarray, w: np.ndarray, bias: np.nd
                 threads: int, dst: np.ndarray) -> None:
     """Run the planar kernel: ``planes`` the C-contiguous NCHW input, ``dst`` the NCHW result."""
     n, c, h, wd = planes.shape
+    if plan.exact is not None and not np.isfinite(planes).all():
+        plan = plan.exact
     meta, n_jobs = _planar_meta(plan, n, threads, planes.itemsize)
     _launch(planar.planar_serial, threads, n_jobs,
             _padded(planes.reshape(n * c, h, wd, 1), plan.frame, threads),
-            w.ravel()[plan.weight_index], dst, plan.toffs, meta, bias)
+            _planar_weights(w, plan), dst, plan.toffs, meta, bias)
+
+
+def _planar_weights(w: np.ndarray, plan: PlanarPlan) -> np.ndarray:
+    """The planar kernel's weights: ``w.ravel()[plan.weight_index]``, zero where it is -1."""
+    if plan.exact is None:
+        return w.ravel()[plan.weight_index]
+    return np.concatenate((w.ravel(), np.zeros(1, w.dtype)))[plan.weight_index]
 
 
 @functools.lru_cache(maxsize=64)

@@ -458,6 +458,13 @@ PLANAR = [
     ((1, 3, 7, 17), (3, 3, 3, 2), "VALID", 2),
     ((3, 6, 4, 9), (2, 3, 6, 5), "SAME", 1),
     ((1, 1, 1, 1), (3, 3, 1, 1), "SAME", 1),
+    # fewer output channels than a tile: bands of rows (6, 3 and 2 per tile channel), a last band
+    # that overlaps the one before it, fewer rows than a band, row dilation (no band)
+    ((2, 1, 23, 37), (15, 15, 1, 1), "SAME", 1),
+    ((1, 1, 9, 20), (5, 4, 1, 2), "VALID", 1),
+    ((2, 2, 7, 18), (7, 3, 2, 3), "SAME", 1),
+    ((1, 1, 4, 50), (3, 3, 1, 1), "VALID", 1),
+    ((1, 1, 12, 12), (3, 3, 1, 1), "SAME", 2),
 ]
 
 
@@ -489,6 +496,25 @@ def test_planar_kernel(case, dtype, mode):
         reference_conv2d_transpose(np.ascontiguousarray(dy.transpose(0, 2, 3, 1)), w,
                                    x_nhwc.shape, 1, padding_nhwc, dilations=dilation
                                    ).transpose(0, 3, 1, 2), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_planar_bands_keep_inf_and_nan_where_they_are(dtype, mode):
+    # a band's tiles multiply rows outside a row's window by zero weights: a source with Inf or
+    # NaN takes one row per tile, so that they reach the rows whose windows hold them, no others
+    x = np.random.default_rng(5).standard_normal((2, 1, 30, 40)).astype(dtype)
+    x[0, 0, 12, 7], x[1, 0, 3, 30], x[1, 0, 20, 0] = np.inf, -np.inf, np.nan
+    w = np.random.default_rng(6).standard_normal((3, 5, 1, 1)).astype(dtype)
+    plan = nd.api._conv2d_geometry(x.shape, x.dtype, w.shape, w.dtype, 1, "SAME", "NCHW",
+                                   None)[3]
+    assert plan.planar is not None and plan.planar.exact is not None  # a band of rows
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    y = nd.conv2d(x, w, 1, "SAME", data_format="NCHW", threads=threads)
+    expected = nd.conv2d(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), w, 1, "SAME",
+                         threads=threads).transpose(0, 3, 1, 2)  # the row-wise kernel
+    assert np.isnan(y).any() and np.isinf(y).any()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_allclose(y, expected, rtol=1e-5)  # Inf where Inf, with its sign
 
 
 def _window(draw, max_pad: int = 5) -> dict:

@@ -23,9 +23,20 @@ it (those pixels are computed and stored twice), and a row shorter than a tile i
 whole tile, which reads into the next rows (the zero rows, below the last), and only its own pixels
 go to ``dst``. The last tile of channels repeats its last channel.
 
+Fewer output channels than a tile holds (one, for a single-channel image's filter) would leave
+most of it repeating them: a tile's channels are then ``band`` rows of each output channel
+instead, pseudo-channel ``co*band + dy`` being row ``y + dy`` of channel ``co``. They share the
+source rows of ``band + T - 1`` row taps, pseudo-channel ``dy`` with weight ``w[t]`` at row tap
+``dy + t`` and zero at the others (the engine lays the weights out so, and ``toffs`` holds those
+row taps). A zero weight times an Inf or NaN would put a NaN where no tap reads it: such a source
+takes ``band`` 1 (the engine checks). A plane's rows go ``band`` at a time, the last ``band`` ending
+at its last row (overlapping the ones before: those rows are computed again, from the same nonzero
+terms in the same order, and stored twice).
+
 ``toffs`` holds the row taps' offsets ``rows``; ``meta`` (int64) is ``[C, Cout, T, U, u_step, c0,
-OH, OW, Hp, Wp, rows_per_job, n_row_blocks, tiles_per_job, n_chunks]``. Job ``j`` is (image, row
-block, chunk of channel tiles), the chunk innermost.
+OH, OW, Hp, Wp, rows_per_job, n_row_blocks, tiles_per_job, n_chunks, band]`` (rows of ``band``
+output rows, ``T`` row taps as above). Job ``j`` is (image, block of rows of ``band``, chunk of
+channel tiles), the chunk innermost.
 """
 
 import numpy as np
@@ -48,7 +59,8 @@ def tile_shape(itemsize):
 def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
     cig, n_out, n_t, n_u, u_step, c0 = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
     oh, ow, hp, wp = meta[6], meta[7], meta[8], meta[9]
-    rows, n_row_blocks, tiles, n_chunks = meta[10], meta[11], meta[12], meta[13]
+    rows, n_row_blocks, tiles, n_chunks, band = meta[10], meta[11], meta[12], meta[13], meta[14]
+    n_pseudo = n_out * band  # the tiles' channels: row dy of channel co is co*band + dy
     n_pix, block = tile_shape(dst.itemsize)  # output channels x pixels
     tile = n_pix * block
     plane = hp * wp
@@ -63,7 +75,7 @@ def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
     acc = np.empty(2 * tile, dst.dtype)  # the tile's biases, then a row shorter than a tile
     xo = np.empty(n_pix, np.int64)
     out = np.empty(n_pix, np.int64)
-    n_tiles = -(-n_out // n_pix)
+    n_tiles = -(-n_pseudo // n_pix)
     for job in range(first, last):
         chunk = job % n_chunks
         rest = job // n_chunks
@@ -71,12 +83,14 @@ def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
         n = rest // n_row_blocks
         for t in range(chunk * tiles, min(n_tiles, (chunk + 1) * tiles)):
             for p in range(n_pix):
-                co = min(t * n_pix + p, n_out - 1)
-                xo[p] = co * n_runs * n_u
-                out[p] = (n * n_out + co) * oh * ow
+                pseudo = min(t * n_pix + p, n_pseudo - 1)
+                co = pseudo // band
+                xo[p] = pseudo * n_runs * n_u
+                out[p] = (n * n_out + co) * oh * ow + pseudo % band * ow
                 for c in range(block):
                     acc[p * block + c] = bias[co]
-            for y in range(y_lo, min(oh, y_lo + rows)):
+            for r_band in range(y_lo, min(-(-oh // band), y_lo + rows)):
+                y = min(r_band * band, oh - band)  # the tile's first row
                 wo = n * cig * plane + y * wp
                 for i in range(-(-ow // block)):
                     # a row's last tile ends at its last pixel (overlapping the one before it),
