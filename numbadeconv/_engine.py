@@ -134,14 +134,19 @@ DEPTHWISE_FEW_TILE = 96
 #: about this many bytes (they stay in L2).
 WEIGHT_BLOCK_BYTES = 256 * 1024
 
-#: NCHW correlations of unit steps (a stride-1 convolution or transpose, one group) of at most
-#: this many input channels take the planar kernel (:mod:`._kernels.planar`: the input's and
-#: result's planes as they are, no layout conversions), whatever their output channels. Time
-#: planar over the NHWC kernels with their conversions, k3, 2 threads: 8 images of 56x56, 1 -> 32
-#: 0.62, 2 -> 32 0.73, 3 -> 32 0.82 (3 -> 64 0.81, 3 -> 128 0.82), 4 -> 32 0.96-1.02 (6 -> 32
+#: NCHW correlations of unit steps (a stride-1 convolution or transpose) of at most this many
+#: input channels take the planar kernel (:mod:`._kernels.planar`: the input's and result's
+#: planes as they are, no layout conversions), whatever their output channels. Time planar over
+#: the NHWC kernels with their conversions, k3, 2 threads: 8 images of 56x56, 1 -> 32 0.62,
+#: 2 -> 32 0.73, 3 -> 32 0.82 (3 -> 64 0.81, 3 -> 128 0.82), 4 -> 32 0.96-1.02 (6 -> 32
 #: 1.08-1.18, 8 -> 32 1.22-1.45), 1 -> 1..6 (k5) 0.23-0.80, 3 -> 1..6 0.44-0.62; 16 of 64x64
 #: (planes 4 KB apart, where the NHWC kernels' NCHW stores are slowest) 1 -> 32 0.42-0.47,
-#: 3 -> 32 0.60, 4 -> 32 0.66 (6 -> 32 0.74, 8 -> 32 0.94) ...
+#: 3 -> 32 0.60, 4 -> 32 0.66 (6 -> 32 0.74, 8 -> 32 0.94). Grouped ones too, with at most this
+#: many input channels in all: per-channel filters of 3 channels (8 of 56x56) against the
+#: depthwise kernel with its conversion, 3x3 0.53, 5x5 0.42, 9x9 0.21, 15x15 0.08; 4 channels
+#: of 128x128 0.45, 0.37, 0.24, 0.15; an RGB 512x512 image 0.90-0.97 for 3x3 to 9x9 and 0.20
+#: for 15x15 (2.6 ms, not 13.5), and 0.38-0.47 for 3x3 to 9x9 where no call waits for fresh
+#: pages (see the README) ...
 PLANAR_MAX_CHANNELS = 4
 
 #: ... and of at most PLANAR_FEW_MAX_CHANNELS input channels into at most this many output
@@ -433,17 +438,22 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5
     """The planar kernel's plan of a correlation, where it applies (else None).
 
     One phase covering the result, unit source and result ``steps`` (a convolution of stride 1
-    or a transpose of stride 1), one group, few channels (PLANAR_MAX_CHANNELS, PLANAR_FEW_OUT),
+    or a transpose of stride 1), few channels (PLANAR_MAX_CHANNELS, PLANAR_FEW_OUT; grouped: at
+    most PLANAR_MAX_CHANNELS in all, each group's planes taken as an image of their own),
     column taps evenly spaced; ``frame`` is the padded source (top, left, height, width), or None
     for the source ``src_hw`` itself, ``i5`` the phase's filter index ``[T, U, cig, 1, cog]``.
     Rows shorter than a tile get zero rows below each plane (a tile reads past such a row).
     Fewer output channels than a tile, with adjacent row taps, take bands of rows (:func:`_band`)
     and keep the plan of one row as ``exact``.
     """
-    _, oh, ow, cog = out_shape
-    few = cig <= PLANAR_MAX_CHANNELS or (cig <= PLANAR_FEW_MAX_CHANNELS
-                                         and cog <= PLANAR_FEW_OUT)
-    if (len(rows) != 1 or len(cols) != 1 or steps != (1, 1, 1, 1) or groups != 1 or not few
+    _, oh, ow, n_out = out_shape
+    cog = n_out // groups
+    if groups == 1:
+        few = cig <= PLANAR_MAX_CHANNELS or (cig <= PLANAR_FEW_MAX_CHANNELS
+                                             and cog <= PLANAR_FEW_OUT)
+    else:  # each group's planes an image of their own, with the group's filters
+        few = cig * groups <= PLANAR_MAX_CHANNELS
+    if (len(rows) != 1 or len(cols) != 1 or steps != (1, 1, 1, 1) or not few
             or i5.size == 0 or rows[0][:2] != (0, oh) or cols[0][:2] != (0, ow)):
         return None
     offsets = cols[0][2]
@@ -456,9 +466,9 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5
         frame = (top, left, height - (-widest // width), width)
     height, width = frame[2:] if frame else src_hw
     row_taps = list(rows[0][2])
-    index = i5[:, :, :, 0, :].transpose(3, 2, 0, 1)  # [cog, cig, T, U]
+    index = i5.transpose(3, 4, 2, 0, 1)  # [G, cog, cig, T, U]
     meta = [cig, cog, len(row_taps), len(offsets), spacings.pop(), offsets[0], oh, ow, height,
-            width, 0, 0, 0, 0, 1]
+            width, 0, 0, 0, 0, 1, groups]
     exact = PlanarPlan(frame=frame, weight_index=index.ravel().astype(np.intp),
                        toffs=np.array(row_taps, np.int64), meta=np.array(meta, np.int64))
     adjacent = row_taps == list(range(row_taps[0], row_taps[0] + len(row_taps)))
@@ -467,9 +477,9 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5
         return exact
     # pseudo-channel co*band + dy: row dy of channel co, its taps at row taps dy to dy + T - 1
     n_t = len(row_taps) + band - 1
-    banded = np.full((cog, band, cig, n_t, len(offsets)), -1, np.intp)
+    banded = np.full((groups, cog, band, cig, n_t, len(offsets)), -1, np.intp)
     for dy in range(band):
-        banded[:, dy, :, dy:dy + len(row_taps)] = index
+        banded[:, :, dy, :, dy:dy + len(row_taps)] = index
     meta[2], meta[14] = n_t, band
     return PlanarPlan(frame=frame, weight_index=banded.ravel(),
                       toffs=np.arange(row_taps[0], row_taps[0] + n_t, dtype=np.int64),
@@ -735,7 +745,8 @@ def _planar_run(plan: PlanarPlan, planes: np.ndarray, w: np.ndarray, bias: np.nd
     n, c, h, wd = planes.shape
     if plan.exact is not None and not np.isfinite(planes).all():
         plan = plan.exact
-    meta, n_jobs = _planar_meta(plan, n, threads, planes.itemsize)
+    # grouped: each group's planes an image of their own, with the group's filters
+    meta, n_jobs = _planar_meta(plan, n * c // int(plan.meta[0]), threads, planes.itemsize)
     _launch(planar.planar_serial, threads, n_jobs,
             _padded(planes.reshape(n * c, h, wd, 1), plan.frame, threads),
             _planar_weights(w, plan), dst, plan.toffs, meta, bias)

@@ -465,6 +465,10 @@ PLANAR = [
     ((2, 2, 7, 18), (7, 3, 2, 3), "SAME", 1),
     ((1, 1, 4, 50), (3, 3, 1, 1), "VALID", 1),
     ((1, 1, 12, 12), (3, 3, 1, 1), "SAME", 2),
+    # depthwise (each plane with its channel's filters), channel multipliers 1 and 2
+    ((2, 3, 17, 23), (5, 5, 1, 3), "SAME", 1),
+    ((1, 2, 9, 40), (3, 4, 1, 4), [[0, 0], [0, 0], [1, 2], [0, 3]], 1),
+    ((1, 4, 6, 9), (3, 3, 1, 4), "VALID", (1, 2)),
 ]
 
 
@@ -539,10 +543,12 @@ FORCED_KERNEL = settings(deadline=None, max_examples=60,
 def planar_geometries(draw):
     """Unit-step geometries for the planar kernel: any window, dilation and padding, empty
     images (explicit padding makes their results)."""
+    depthwise = draw(st.booleans())  # each channel its own filters, a multiplier of 1 to 3
     return dict(
-        x_shape=(draw(st.integers(0, 2)), draw(st.integers(1, 5)), draw(st.integers(0, 8)),
-                 draw(st.integers(0, 40))),
-        out_channels=draw(st.integers(1, 14)),
+        x_shape=(draw(st.integers(0, 2)), draw(st.integers(1, 4 if depthwise else 5)),
+                 draw(st.integers(0, 8)), draw(st.integers(0, 40))),
+        out_channels=draw(st.integers(1, 3 if depthwise else 14)),
+        depthwise=depthwise,
         **_window(draw),
     )
 
@@ -553,16 +559,17 @@ def test_planar_matches_reference(g, mode, monkeypatch):
     # every NCHW call of unit steps on the planar kernel, conv2d (with a bias) and its transpose
     monkeypatch.setattr(_engine, "PLANAR_MAX_CHANNELS", 64)
     (n, c, h, w_), (kh, kw), padding = g["x_shape"], g["kernel"], g["padding"]
-    w_shape = (kh, kw, c, g["out_channels"])
+    groups = c if g["depthwise"] else 1
+    w_shape = (kh, kw, c // groups, g["out_channels"] * groups)
     pads = (padding,) * 2 if isinstance(padding, str) else (tuple(padding[1]), tuple(padding[2]))
     (oh, pt, _), (ow, pl, _) = (
         nd.sizes.window(size, k, 1, p, d) for size, k, p, d in
         zip((h, w_), (kh, kw), pads, g["dilations"], strict=True))
     assume(oh > 0 and ow > 0)
     conv = _engine.plan_conv2d.__wrapped__((n, h, w_, c), w_shape, (1, 1), g["dilations"],
-                                           (pt, pl), (oh, ow), 1)
+                                           (pt, pl), (oh, ow), groups)
     transpose = _engine.plan_input_grad.__wrapped__(
-        (n, oh, ow, w_shape[3]), w_shape, (h, w_), (1, 1), g["dilations"], (pt, pl), 1)
+        (n, oh, ow, w_shape[3]), w_shape, (h, w_), (1, 1), g["dilations"], (pt, pl), groups)
     assert all(plan.kind == "fill" or plan.planar is not None for plan in (conv, transpose))
     rng = np.random.default_rng(g["seed"])
     x = rng.standard_normal((n, c, h, w_)).astype(g["dtype"])

@@ -6,10 +6,15 @@ NHWC first. Where a pixel's reduction is short (a first layer's one to a few inp
 those copies cost more than the multiply-adds (a 64x64 one-channel image to 32 channels: 1.5-1.9
 ms in NCHW against 0.45-0.65 in NHWC). This kernel reads the input's planes and writes the
 result's planes as they are: for a unit-step correlation (one phase, source steps 1, column taps
-evenly spaced, one group)::
+evenly spaced)::
 
-    dst[n, co, y, x] = bias[co] + sum_{ci, t, u} src[n*C + ci, y + rows[t], x + c0 + u*u_step]
-                                                 * weights[((co*C + ci)*T + t)*U + u]
+    dst[n, co, y, x] = bias[g*Cout + co] + sum_{ci, t, u} src[n*C + ci, y + rows[t],
+                                                              x + c0 + u*u_step]
+                                           * weights[(((g*Cout + co)*C + ci)*T + t)*U + u]
+
+with ``g = n % G``: ``C`` and ``Cout`` are a group's channels, and a grouped correlation's images
+``n`` are its images' groups (an RGB image's per-channel filters: three images of one plane,
+each with its own filters); ``G`` is 1 without groups.
 
 ``src`` ``[N*C, Hp, Wp]`` holds the input's planes, zero-padded as the padding needs (``rows`` and
 the column offsets ``c0 + u*u_step`` are into them), with zero rows below each plane when a row of
@@ -34,9 +39,9 @@ at its last row (overlapping the ones before: those rows are computed again, fro
 terms in the same order, and stored twice).
 
 ``toffs`` holds the row taps' offsets ``rows``; ``meta`` (int64) is ``[C, Cout, T, U, u_step, c0,
-OH, OW, Hp, Wp, rows_per_job, n_row_blocks, tiles_per_job, n_chunks, band]`` (rows of ``band``
-output rows, ``T`` row taps as above). Job ``j`` is (image, block of rows of ``band``, chunk of
-channel tiles), the chunk innermost.
+OH, OW, Hp, Wp, rows_per_job, n_row_blocks, tiles_per_job, n_chunks, band, G]`` (rows of
+``band`` output rows, ``T`` row taps as above). Job ``j`` is (image, block of rows of ``band``,
+chunk of channel tiles), the chunk innermost.
 """
 
 import numpy as np
@@ -61,6 +66,7 @@ def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
     oh, ow, hp, wp = meta[6], meta[7], meta[8], meta[9]
     rows, n_row_blocks, tiles, n_chunks, band = meta[10], meta[11], meta[12], meta[13], meta[14]
     n_pseudo = n_out * band  # the tiles' channels: row dy of channel co is co*band + dy
+    groups = meta[15]  # grouped: image n is group n % groups (of C planes), with its filters
     n_pix, block = tile_shape(dst.itemsize)  # output channels x pixels
     tile = n_pix * block
     plane = hp * wp
@@ -81,14 +87,15 @@ def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
         rest = job // n_chunks
         y_lo = rest % n_row_blocks * rows
         n = rest // n_row_blocks
+        g = n % groups
         for t in range(chunk * tiles, min(n_tiles, (chunk + 1) * tiles)):
             for p in range(n_pix):
                 pseudo = min(t * n_pix + p, n_pseudo - 1)
                 co = pseudo // band
-                xo[p] = pseudo * n_runs * n_u
+                xo[p] = (g * n_pseudo + pseudo) * n_runs * n_u
                 out[p] = (n * n_out + co) * oh * ow + pseudo % band * ow
                 for c in range(block):
-                    acc[p * block + c] = bias[co]
+                    acc[p * block + c] = bias[g * n_out + co]
             for r_band in range(y_lo, min(-(-oh // band), y_lo + rows)):
                 y = min(r_band * band, oh - band)  # the tile's first row
                 wo = n * cig * plane + y * wp
