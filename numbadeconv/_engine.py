@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -156,6 +157,13 @@ PLANAR_MAX_CHANNELS = 4
 PLANAR_FEW_OUT = 6
 PLANAR_FEW_MAX_CHANNELS = 7
 
+#: One channel to one (an image's filter; NHWC and NCHW the same memory) takes the planar kernel's
+#: bands of rows in NHWC as well, for windows of at least this many taps. Against the row-wise
+#: kernel, 2 threads, 8 images of 56x56: 5x5 0.53, 9x9 0.27, 15x15 0.20 of the time; a 512x512
+#: image 0.69, 0.46 and 0.34, but 3x3 and 5x5 2.8-5x and 9x9 1.2x where calls wait for fresh
+#: pages (the padded copy: see the README), 7x7 0.49 even then.
+PLANAR_NHWC_MIN_TAPS = 25
+
 _CORRELATE = {"outer": outer.outer_serial, "tiled": tiled.tiled_serial,
               "depthwise": depthwise.depthwise_serial, "rowwise": correlate.rowwise_serial}
 
@@ -192,13 +200,24 @@ def _launch(serial, threads: int, n_jobs: int, *args) -> None:
     serial(*args, 0, n_jobs)
 
 
-def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int) -> np.ndarray:
+#: A correlation's padded copy of its source up to this size is kept for the thread's next call
+#: of the same shapes (:func:`_padded`): taking fresh pages for it at every call made some calls
+#: on large images several times slower (the README's "Fresh pages").
+KEPT_COPY_BYTES = 64 * 1024 * 1024
+
+_kept = threading.local()  # .copy: the thread's last padded copy of a correlation's source
+
+
+def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int,
+            keep: bool = False) -> np.ndarray:
     """``a`` ``[N, H, W, C]`` placed at (top, left) in a zero ``[N, height, width, C]`` frame.
 
     ``a`` is C-contiguous, or the NHWC view of a C-contiguous NCHW array (``data_format="NCHW"``):
     its copy then converts the layout in the same pass. The result is C-contiguous with its last
     two axes merged; ``frame`` None means ``a``'s own size (``a`` itself, when C-contiguous). The
-    copy runs on up to ``threads`` threads.
+    copy runs on up to ``threads`` threads. With ``keep``, the copy is the calling thread's kept
+    one (KEPT_COPY_BYTES), written over by its next call with ``keep``: for the one copy of a call
+    that is done with it when the call returns.
     """
     n, h, w, c = a.shape
     channels_first = not a.flags.c_contiguous
@@ -209,7 +228,12 @@ def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int
     top, left, height, width = frame
     _args.check_output_bytes("the zero-padded copy of the input that this padding, dilation and "
                              "stride need", (n, height, width, c), a.itemsize)
-    out = np.empty((n, height, width * c), a.dtype)
+    shape = (n, height, width * c)
+    out = getattr(_kept, "copy", None)
+    if not keep or out is None or out.shape != shape or out.dtype != a.dtype:
+        out = np.empty(shape, a.dtype)
+        if keep and out.nbytes <= KEPT_COPY_BYTES:
+            _kept.copy = out
     copy_threads = _threads_for(threads, out.size, PARALLEL_MIN_COPY)
     if channels_first:
         _launch(copies.pad_channels_first_serial, copy_threads, n * height,
@@ -258,6 +282,7 @@ class PlanarPlan:
     toffs: np.ndarray  # the row taps' offsets
     meta: np.ndarray  # the job blocking (meta[10:14]) is set by _planar_meta
     exact: PlanarPlan | None = None  # for a band of rows: the plan of one row, for Inf and NaN
+    nhwc: bool = False  # NHWC calls take it too (one channel in and out: the same memory)
 
 
 def _choose_kernel(cig: int, cog: int, groups: int, spans: list[int], macs: int, n_weights: int,
@@ -475,6 +500,7 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5
     band = _band(cog, len(row_taps), oh) if adjacent else 1
     if band == 1:
         return exact
+    nhwc = cig * groups == 1 and cog == 1 and len(row_taps) * len(offsets) >= PLANAR_NHWC_MIN_TAPS
     # pseudo-channel co*band + dy: row dy of channel co, its taps at row taps dy to dy + T - 1
     n_t = len(row_taps) + band - 1
     banded = np.full((groups, cog, band, cig, n_t, len(offsets)), -1, np.intp)
@@ -483,7 +509,7 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5
     meta[2], meta[14] = n_t, band
     return PlanarPlan(frame=frame, weight_index=banded.ravel(),
                       toffs=np.arange(row_taps[0], row_taps[0] + n_t, dtype=np.int64),
-                      meta=np.array(meta, np.int64), exact=exact)
+                      meta=np.array(meta, np.int64), exact=exact, nhwc=nhwc)
 
 
 def _band(cog: int, n_t: int, oh: int) -> int:
@@ -692,10 +718,10 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         nhwc[...] = bias
         return nhwc
     threads = _threads_for(threads, plan.macs)
-    if channels_first and plan.planar is not None:
+    if plan.planar is not None and (channels_first or plan.planar.nhwc):
         planes = src.transpose(0, 3, 1, 2)
         if planes.flags.c_contiguous:  # (not the NCHW view of NHWC memory)
-            _planar_run(plan.planar, planes, w, bias, threads, dst)
+            _planar_run(plan.planar, planes, w, bias, threads, dst.reshape(n, c, h, w_out))
             return nhwc
     meta, n_jobs = _blocked_meta(plan, threads, channels_first)
     if plan.pack is not None:
@@ -710,8 +736,8 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         weights = w.ravel()[plan.weight_index]
     if plan.kind == "depthwise":
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
-    _launch(_CORRELATE[plan.kind], threads, n_jobs, _padded(src, plan.frame, threads), weights,
-            dst, plan.phases, plan.toffs, meta, bias)
+    _launch(_CORRELATE[plan.kind], threads, n_jobs, _padded(src, plan.frame, threads, keep=True),
+            weights, dst, plan.phases, plan.toffs, meta, bias)
     return nhwc
 
 
@@ -743,13 +769,20 @@ def _planar_run(plan: PlanarPlan, planes: np.ndarray, w: np.ndarray, bias: np.nd
                 threads: int, dst: np.ndarray) -> None:
     """Run the planar kernel: ``planes`` the C-contiguous NCHW input, ``dst`` the NCHW result."""
     n, c, h, wd = planes.shape
-    if plan.exact is not None and not np.isfinite(planes).all():
+    if plan.exact is not None and not _all_finite(planes):
         plan = plan.exact
     # grouped: each group's planes an image of their own, with the group's filters
     meta, n_jobs = _planar_meta(plan, n * c // int(plan.meta[0]), threads, planes.itemsize)
     _launch(planar.planar_serial, threads, n_jobs,
-            _padded(planes.reshape(n * c, h, wd, 1), plan.frame, threads),
+            _padded(planes.reshape(n * c, h, wd, 1), plan.frame, threads, keep=True),
             _planar_weights(w, plan), dst, plan.toffs, meta, bias)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether ``a`` (C-contiguous) holds no Inf or NaN; checked in chunks (no large temporary)."""
+    flat = a.reshape(-1)
+    step = 1 << 16
+    return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
 
 
 def _planar_weights(w: np.ndarray, plan: PlanarPlan) -> np.ndarray:

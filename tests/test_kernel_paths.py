@@ -521,6 +521,32 @@ def test_planar_bands_keep_inf_and_nan_where_they_are(dtype, mode):
     np.testing.assert_allclose(y, expected, rtol=1e-5)  # Inf where Inf, with its sign
 
 
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_channel_nhwc_takes_the_planar_bands(padding, dtype, mode):
+    # one channel in and out is the same memory in NHWC and NCHW: large windows take the planar
+    # kernel's bands of rows there too, conv2d and its transpose; Inf and NaN stay where they are
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 20, 33, 1)).astype(dtype)
+    w = rng.standard_normal((7, 9, 1, 1)).astype(dtype)
+    plan = nd.api._conv2d_geometry(x.shape, x.dtype, w.shape, w.dtype, 1, padding, "NHWC",
+                                   None)[3]
+    assert plan.planar is not None and plan.planar.nhwc
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    y = nd.conv2d(x, w, 1, padding, threads=threads)
+    np.testing.assert_allclose(y, reference_conv2d(x, w, 1, padding), rtol=tol, atol=tol)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_allclose(nd.conv2d_transpose(dy, w, x.shape, 1, padding, threads=threads),
+                               reference_conv2d_transpose(dy, w, x.shape, 1, padding),
+                               rtol=tol, atol=tol)
+    x[0, 10, 3, 0], x[1, 0, 20, 0] = np.inf, np.nan
+    y = nd.conv2d(x, w, 1, padding, threads=threads)
+    expected = reference_conv2d(x, w, 1, padding)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+
+
 def _window(draw, max_pad: int = 5) -> dict:
     """Any window, dilation and padding (explicit up to ``max_pad``), a dtype and a data seed."""
     pads = [draw(st.integers(0, max_pad)) for _ in range(4)]
