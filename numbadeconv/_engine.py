@@ -143,11 +143,10 @@ WEIGHT_BLOCK_BYTES = 256 * 1024
 #: 1.08-1.18, 8 -> 32 1.22-1.45), 1 -> 1..6 (k5) 0.23-0.80, 3 -> 1..6 0.44-0.62; 16 of 64x64
 #: (planes 4 KB apart, where the NHWC kernels' NCHW stores are slowest) 1 -> 32 0.42-0.47,
 #: 3 -> 32 0.60, 4 -> 32 0.66 (6 -> 32 0.74, 8 -> 32 0.94). Grouped ones too, with at most this
-#: many input channels in all: per-channel filters of 3 channels (8 of 56x56) against the
-#: depthwise kernel with its conversion, 3x3 0.53, 5x5 0.42, 9x9 0.21, 15x15 0.08; 4 channels
-#: of 128x128 0.45, 0.37, 0.24, 0.15; an RGB 512x512 image 0.90-0.97 for 3x3 to 9x9 and 0.20
-#: for 15x15 (2.6 ms, not 13.5), and 0.38-0.47 for 3x3 to 9x9 where no call waits for fresh
-#: pages (see the README) ...
+#: many input channels in all: per-channel filters against the depthwise kernel with its
+#: conversion (and with MALLOC_TOP_PAD_, its best: see the README), 3x3, 5x5, 9x9 and 15x15: 3
+#: channels of 56x56, 8 images, 0.56, 0.42, 0.21, 0.09; 4 of 128x128 0.44, 0.40, 0.26, 0.15; an
+#: RGB 512x512 image 0.44, 0.45, 0.36, 0.24 (15x15: 2.7 ms, not 11.3) ...
 PLANAR_MAX_CHANNELS = 4
 
 #: ... and of at most PLANAR_FEW_MAX_CHANNELS input channels into at most this many output
@@ -159,9 +158,8 @@ PLANAR_FEW_MAX_CHANNELS = 7
 
 #: One channel to one (an image's filter; NHWC and NCHW the same memory) takes the planar kernel's
 #: bands of rows in NHWC as well, for windows of at least this many taps. Against the row-wise
-#: kernel, 2 threads, 8 images of 56x56: 5x5 0.53, 9x9 0.27, 15x15 0.20 of the time; a 512x512
-#: image 0.69, 0.46 and 0.34, but 3x3 and 5x5 2.8-5x and 9x9 1.2x where calls wait for fresh
-#: pages (the padded copy: see the README), 7x7 0.49 even then.
+#: kernel, 2 threads, 8 images of 56x56 to one of 1024x1024: 5x5 0.58-0.86 of the time, 7x7
+#: 0.38-0.62, 9x9 0.28-0.56 (3x3 0.72-1.12: left to the row-wise kernel).
 PLANAR_NHWC_MIN_TAPS = 25
 
 _CORRELATE = {"outer": outer.outer_serial, "tiled": tiled.tiled_serial,
