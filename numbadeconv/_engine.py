@@ -162,6 +162,12 @@ PLANAR_FEW_MAX_CHANNELS = 7
 #: 0.38-0.62, 9x9 0.28-0.56 (3x3 0.72-1.12: left to the row-wise kernel).
 PLANAR_NHWC_MIN_TAPS = 25
 
+#: ... and grouped ones (per-channel filters of an RGB image) for windows of at least this many
+#: taps, their input copied into planes and their result out of them. Against the depthwise
+#: kernel, 2 threads, 3 channels of 56x56 (8 images) to an RGB 1024x1024 image: 9x9 0.44-0.89 of
+#: the time, 15x15 0.12-0.37; 7x7 0.78-1.03, 5x5 1.38-1.69, 3x3 2.9-3.7 (the copies' time).
+PLANAR_NHWC_GROUPED_MIN_TAPS = 81
+
 _CORRELATE = {"outer": outer.outer_serial, "tiled": tiled.tiled_serial,
               "depthwise": depthwise.depthwise_serial, "rowwise": correlate.rowwise_serial}
 
@@ -198,42 +204,56 @@ def _launch(serial, threads: int, n_jobs: int, *args) -> None:
     serial(*args, 0, n_jobs)
 
 
-#: A correlation's padded copy of its source up to this size is kept for the thread's next call
-#: of the same shapes (:func:`_padded`): taking fresh pages for it at every call made some calls
-#: on large images several times slower (the README's "Fresh pages").
+#: A correlation's padded copy of its source (and the planar kernel's planes of an NHWC result)
+#: up to this size is kept for the thread's next call of the same shapes (:func:`_kept_array`):
+#: taking fresh pages for it at every call made some calls on large images several times slower
+#: (the README's "Fresh pages").
 KEPT_COPY_BYTES = 64 * 1024 * 1024
 
-_kept = threading.local()  # .copy: the thread's last padded copy of a correlation's source
+_kept = threading.local()  # the thread's kept arrays, by role
+
+
+def _kept_array(role: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array, the calling thread's last one for ``role`` when it fits.
+
+    For arrays that a call is done with when it returns; each ``role`` is one such array a call.
+    """
+    kept = _kept.__dict__.setdefault("arrays", {})
+    out = kept.get(role)
+    if out is None or out.shape != shape or out.dtype != dtype:
+        out = np.empty(shape, dtype)
+        if out.nbytes <= KEPT_COPY_BYTES:
+            kept[role] = out
+    return out
 
 
 def _padded(a: np.ndarray, frame: tuple[int, int, int, int] | None, threads: int,
-            keep: bool = False) -> np.ndarray:
+            keep: bool = False, planes: bool = False) -> np.ndarray:
     """``a`` ``[N, H, W, C]`` placed at (top, left) in a zero ``[N, height, width, C]`` frame.
 
     ``a`` is C-contiguous, or the NHWC view of a C-contiguous NCHW array (``data_format="NCHW"``):
     its copy then converts the layout in the same pass. The result is C-contiguous with its last
-    two axes merged; ``frame`` None means ``a``'s own size (``a`` itself, when C-contiguous). The
+    two axes merged; ``frame`` None means ``a``'s own size (``a`` itself, when C-contiguous). With
+    ``planes``, a C-contiguous ``a``'s copy is ``[N*C, height, width]`` instead, its planes. The
     copy runs on up to ``threads`` threads. With ``keep``, the copy is the calling thread's kept
-    one (KEPT_COPY_BYTES), written over by its next call with ``keep``: for the one copy of a call
-    that is done with it when the call returns.
+    one (:func:`_kept_array`), written over by its next call with ``keep``: for the one copy of a
+    call that is done with it when the call returns.
     """
     n, h, w, c = a.shape
     channels_first = not a.flags.c_contiguous
     if frame is None:
-        if not channels_first:
+        if not channels_first and not planes:
             return a.reshape(n, h, w * c)
         frame = (0, 0, h, w)
     top, left, height, width = frame
     _args.check_output_bytes("the zero-padded copy of the input that this padding, dilation and "
                              "stride need", (n, height, width, c), a.itemsize)
-    shape = (n, height, width * c)
-    out = getattr(_kept, "copy", None)
-    if not keep or out is None or out.shape != shape or out.dtype != a.dtype:
-        out = np.empty(shape, a.dtype)
-        if keep and out.nbytes <= KEPT_COPY_BYTES:
-            _kept.copy = out
+    shape = (n * c, height, width) if planes else (n, height, width * c)
+    out = _kept_array("source", shape, a.dtype) if keep else np.empty(shape, a.dtype)
     copy_threads = _threads_for(threads, out.size, PARALLEL_MIN_COPY)
-    if channels_first:
+    if planes:
+        _launch(copies.pad_planes_serial, copy_threads, n * height, a, out, top, left)
+    elif channels_first:
         _launch(copies.pad_channels_first_serial, copy_threads, n * height,
                 a.transpose(0, 3, 1, 2), out, top, left)
     else:
@@ -498,7 +518,9 @@ def _planar_plan(out_shape, cig: int, groups: int, frame, src_hw, rows, cols, i5
     band = _band(cog, len(row_taps), oh) if adjacent else 1
     if band == 1:
         return exact
-    nhwc = cig * groups == 1 and cog == 1 and len(row_taps) * len(offsets) >= PLANAR_NHWC_MIN_TAPS
+    taps = len(row_taps) * len(offsets)
+    nhwc = ((cig * groups == 1 and cog == 1 and taps >= PLANAR_NHWC_MIN_TAPS)
+            or (groups > 1 and taps >= PLANAR_NHWC_GROUPED_MIN_TAPS))
     # pseudo-channel co*band + dy: row dy of channel co, its taps at row taps dy to dy + T - 1
     n_t = len(row_taps) + band - 1
     banded = np.full((groups, cog, band, cig, n_t, len(offsets)), -1, np.intp)
@@ -716,11 +738,11 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         nhwc[...] = bias
         return nhwc
     threads = _threads_for(threads, plan.macs)
-    if plan.planar is not None and (channels_first or plan.planar.nhwc):
-        planes = src.transpose(0, 3, 1, 2)
-        if planes.flags.c_contiguous:  # (not the NCHW view of NHWC memory)
-            _planar_run(plan.planar, planes, w, bias, threads, dst.reshape(n, c, h, w_out))
-            return nhwc
+    if plan.planar is not None and (
+            src.transpose(0, 3, 1, 2).flags.c_contiguous if channels_first  # (not NHWC memory)
+            else plan.planar.nhwc and src.flags.c_contiguous):
+        _planar_run(plan.planar, src, w, bias, threads, dst, channels_first)
+        return nhwc
     meta, n_jobs = _blocked_meta(plan, threads, channels_first)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
@@ -763,17 +785,37 @@ def _planar_meta(plan: PlanarPlan, images: int, threads: int,
     return meta, images * n_row_blocks * n_chunks
 
 
-def _planar_run(plan: PlanarPlan, planes: np.ndarray, w: np.ndarray, bias: np.ndarray,
-                threads: int, dst: np.ndarray) -> None:
-    """Run the planar kernel: ``planes`` the C-contiguous NCHW input, ``dst`` the NCHW result."""
-    n, c, h, wd = planes.shape
-    if plan.exact is not None and not _all_finite(planes):
+def _planar_run(plan: PlanarPlan, src: np.ndarray, w: np.ndarray, bias: np.ndarray,
+                threads: int, dst: np.ndarray, channels_first: bool) -> None:
+    """Run the planar kernel on ``src`` ``[N, H, W, C]`` into ``dst``.
+
+    ``src`` is the NHWC view of a C-contiguous NCHW input (its planes) or an NHWC input (copied
+    into planes with its padding); ``dst`` is the C-contiguous result, ``[N, Cout, OH, OW]`` with
+    ``channels_first``, else ``[N, OH, OW, Cout]``, which takes more than one channel from planes
+    in a copy.
+    """
+    n, h, wd, c = src.shape
+    planes = src.transpose(0, 3, 1, 2)
+    nchw = planes.flags.c_contiguous  # (one channel: NHWC memory too)
+    if plan.exact is not None and not _all_finite(planes if nchw else src):
         plan = plan.exact
+    if nchw:
+        padded = _padded(planes.reshape(n * c, h, wd, 1), plan.frame, threads, keep=True)
+    else:
+        padded = _padded(src, plan.frame, threads, keep=True, planes=True)
+    n_out, oh, ow = (dst.shape[1:] if channels_first
+                     else (dst.shape[3], dst.shape[1], dst.shape[2]))
+    copied = not channels_first and n_out > 1
+    result = (_kept_array("planes", (n, n_out, oh, ow), dst.dtype) if copied
+              else dst.reshape(n, n_out, oh, ow))
     # grouped: each group's planes an image of their own, with the group's filters
-    meta, n_jobs = _planar_meta(plan, n * c // int(plan.meta[0]), threads, planes.itemsize)
-    _launch(planar.planar_serial, threads, n_jobs,
-            _padded(planes.reshape(n * c, h, wd, 1), plan.frame, threads, keep=True),
-            _planar_weights(w, plan), dst, plan.toffs, meta, bias)
+    meta, n_jobs = _planar_meta(plan, n * c // int(plan.meta[0]), threads, src.itemsize)
+    _launch(planar.planar_serial, threads, n_jobs, padded, _planar_weights(w, plan), result,
+            plan.toffs, meta, bias)
+    if copied:  # the result's planes to NHWC
+        _launch(copies.pad_channels_first_serial,
+                _threads_for(threads, result.size, PARALLEL_MIN_COPY), n * oh, result,
+                dst.reshape(n, oh, ow * n_out), 0, 0)
 
 
 def _all_finite(a: np.ndarray) -> bool:

@@ -62,6 +62,7 @@ def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
                (_CORRELATE["rowwise"], correlate_args), (planar.planar_serial, planar_args),
                (filter_grad.depthwise_filter_grad_serial, grad_args),
                (copies.pad_channels_first_serial, pad_args), (copies.pad_serial, pad_args),
+               (copies.pad_planes_serial, pad_args),
                (filter_grad.sum_slabs_serial, (types.Array(f, 2, "C"), types.Array(f, 1, "C")))]
     launches = sorted({types.BaseTuple.from_types(args) for _, args in kernels}, key=str)
     units = [(serial, [(*args, i64, i64)]) for serial, args in kernels]

@@ -547,6 +547,38 @@ def test_one_channel_nhwc_takes_the_planar_bands(padding, dtype, mode):
     np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [
+    ((2, 17, 23, 3), (9, 9, 1, 3), "SAME"),
+    ((1, 20, 40, 2), (9, 10, 1, 4), "VALID"),  # a channel multiplier: its transpose, 2 groups of 2
+    ((1, 30, 31, 4), (10, 9, 1, 4), [[0, 0], [3, 1], [0, 5], [0, 0]]),
+    ((1, 9, 12, 3), (11, 11, 1, 3), "SAME"),  # fewer rows than the window
+], ids=str)
+def test_grouped_nhwc_takes_the_planar_bands(case, dtype, mode):
+    # per-channel filters with large windows in NHWC: the input copied into planes, the result
+    # out of them (more than one channel)
+    x_shape, w_shape, padding = case
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    plan = nd.api._conv2d_geometry(x.shape, x.dtype, w.shape, w.dtype, 1, padding, "NHWC",
+                                   None)[3]
+    assert plan.planar is not None and plan.planar.nhwc
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    y = nd.conv2d(x, w, 1, padding, threads=threads)
+    assert y.flags.c_contiguous
+    np.testing.assert_allclose(y, reference_conv2d(x, w, 1, padding), rtol=tol, atol=tol)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_allclose(nd.conv2d_transpose(dy, w, x.shape, 1, padding, threads=threads),
+                               reference_conv2d_transpose(dy, w, x.shape, 1, padding),
+                               rtol=tol, atol=tol)
+    x[0, 5, 3, -1], x[-1, -1, 0, 0] = np.inf, np.nan  # they stay where they are
+    y, expected = nd.conv2d(x, w, 1, padding, threads=threads), reference_conv2d(x, w, 1, padding)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+
+
 def _window(draw, max_pad: int = 5) -> dict:
     """Any window, dilation and padding (explicit up to ``max_pad``), a dtype and a data seed."""
     pads = [draw(st.integers(0, max_pad)) for _ in range(4)]

@@ -14,6 +14,10 @@ arguments have the types of ``pad_channels_first``'s: one parallel launcher comp
 pixels): the layout conversion of ``data_format="NCHW"`` and the padding in one pass. (NCHW
 results need no conversion: the kernels write them so.)
 
+``pad_planes``: the same copy into planes, ``out`` ``[N*C, height, width]`` from an NHWC ``a``:
+the planar kernel's input for an NHWC call (an RGB image's per-channel filters). Job ``j``
+writes row ``j % height`` of image ``j // height``'s ``C`` planes.
+
 ``pack``: the outer-product kernel's filters ``out[G, blocks, taps, cig / P, B, P]`` (see
 :mod:`.outer`), zero past the ``cog`` channels of a group: the weight of tap ``k``, group ``g``,
 input channel ``ci``, output channel ``co`` is ``w[bases[k] + ci*s_ci + g*s_g + co*s_co]``, with
@@ -115,6 +119,31 @@ def pad_channels_first_serial(a, out, top, left, first, last):
         # channel c's row r (a[n, c, r, :]) to every n_ch-th element of the row from lo on
         transpose(a_flat, (n * n_ch * height + r) * width, height * width, out_flat,
                   job * row_len + lo, n_ch, n_ch, (hi - lo) // n_ch)
+
+
+@kernel()
+def pad_planes_serial(a, out, top, left, first, last):
+    height, width, n_ch = a.shape[1], a.shape[2], a.shape[3]
+    rows, row_len = out.shape[1], out.shape[2]
+    plane = rows * row_len
+    a_flat, out_flat = a.reshape(-1), out.reshape(-1)
+    for job in range(first, last):
+        n = job // rows
+        i = job % rows
+        r = i - top
+        lo = min(row_len, left)
+        hi = min(row_len, lo + width)
+        if r < 0 or r >= height:
+            lo = hi = row_len
+        at = n * n_ch * plane + i * row_len  # row i of the image's first plane
+        for c in range(n_ch):
+            for k in range(lo):
+                out_flat[at + c * plane + k] = 0
+            for k in range(hi, row_len):
+                out_flat[at + c * plane + k] = 0
+        if lo < hi:  # the row's pixels [W, C] to row i of each of the C planes from lo on
+            transpose(a_flat, (n * height + r) * width * n_ch, n_ch, out_flat, at + lo, plane,
+                      hi - lo, n_ch)
 
 
 @kernel(internal=True)
