@@ -218,7 +218,9 @@ def _kept_array(role: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarra
 
     For arrays that a call is done with when it returns; each ``role`` is one such array a call.
     """
-    kept = _kept.__dict__.setdefault("arrays", {})
+    kept = getattr(_kept, "arrays", None)
+    if kept is None:
+        kept = _kept.arrays = {}
     out = kept.get(role)
     if out is None or out.shape != shape or out.dtype != dtype:
         out = np.empty(shape, dtype)

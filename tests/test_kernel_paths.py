@@ -521,42 +521,20 @@ def test_planar_bands_keep_inf_and_nan_where_they_are(dtype, mode):
     np.testing.assert_allclose(y, expected, rtol=1e-5)  # Inf where Inf, with its sign
 
 
-@pytest.mark.parametrize("padding", ["SAME", "VALID"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_one_channel_nhwc_takes_the_planar_bands(padding, dtype, mode):
-    # one channel in and out is the same memory in NHWC and NCHW: large windows take the planar
-    # kernel's bands of rows there too, conv2d and its transpose; Inf and NaN stay where they are
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 20, 33, 1)).astype(dtype)
-    w = rng.standard_normal((7, 9, 1, 1)).astype(dtype)
-    plan = nd.api._conv2d_geometry(x.shape, x.dtype, w.shape, w.dtype, 1, padding, "NHWC",
-                                   None)[3]
-    assert plan.planar is not None and plan.planar.nhwc
-    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
-    tol = 1e-10 if dtype == np.float64 else 1e-4
-    y = nd.conv2d(x, w, 1, padding, threads=threads)
-    np.testing.assert_allclose(y, reference_conv2d(x, w, 1, padding), rtol=tol, atol=tol)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    np.testing.assert_allclose(nd.conv2d_transpose(dy, w, x.shape, 1, padding, threads=threads),
-                               reference_conv2d_transpose(dy, w, x.shape, 1, padding),
-                               rtol=tol, atol=tol)
-    x[0, 10, 3, 0], x[1, 0, 20, 0] = np.inf, np.nan
-    y = nd.conv2d(x, w, 1, padding, threads=threads)
-    expected = reference_conv2d(x, w, 1, padding)
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
-    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", [
+    # one channel in and out, the same memory in NHWC and NCHW: windows of 5x5 and more
+    ((2, 20, 33, 1), (7, 9, 1, 1), "SAME"),
+    ((2, 20, 33, 1), (5, 5, 1, 1), "VALID"),
+    # per-channel filters of 9x9 and more: the input copied into planes, the result out of them
     ((2, 17, 23, 3), (9, 9, 1, 3), "SAME"),
     ((1, 20, 40, 2), (9, 10, 1, 4), "VALID"),  # a channel multiplier: its transpose, 2 groups of 2
     ((1, 30, 31, 4), (10, 9, 1, 4), [[0, 0], [3, 1], [0, 5], [0, 0]]),
     ((1, 9, 12, 3), (11, 11, 1, 3), "SAME"),  # fewer rows than the window
 ], ids=str)
-def test_grouped_nhwc_takes_the_planar_bands(case, dtype, mode):
-    # per-channel filters with large windows in NHWC: the input copied into planes, the result
-    # out of them (more than one channel)
+def test_nhwc_takes_the_planar_bands(case, dtype, mode):
+    # NHWC calls on the planar kernel's bands of rows, conv2d and its transpose; Inf and NaN stay
+    # where they are
     x_shape, w_shape, padding = case
     rng = np.random.default_rng(sum(x_shape))
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -573,7 +551,7 @@ def test_grouped_nhwc_takes_the_planar_bands(case, dtype, mode):
     np.testing.assert_allclose(nd.conv2d_transpose(dy, w, x.shape, 1, padding, threads=threads),
                                reference_conv2d_transpose(dy, w, x.shape, 1, padding),
                                rtol=tol, atol=tol)
-    x[0, 5, 3, -1], x[-1, -1, 0, 0] = np.inf, np.nan  # they stay where they are
+    x[0, 5, 3, -1], x[-1, -1, 0, 0] = np.inf, np.nan
     y, expected = nd.conv2d(x, w, 1, padding, threads=threads), reference_conv2d(x, w, 1, padding)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
