@@ -541,8 +541,8 @@ def _band(cog: int, n_t: int, oh: int) -> int:
     multiply-adds: (real channels / the tiles' channels) x ``n_t / (n_t + band - 1)`` (the rest
     are by zero weights). One channel to one, float32, 2 threads, time of bands over one row per
     tile: 8 images of 56x56, 3x3 0.89-0.91, 5x5 0.65-0.67, 9x9 0.43, 15x15 0.30; 16 of 28x28,
-    3x3 0.75-0.77, 15x15 0.30; a 512x512 image, 9x9 0.29-0.30, 15x15 0.32-0.33 (3x3 and 5x5
-    0.80-0.94: there the time goes to fresh pages, see the README).
+    3x3 0.75-0.77, 15x15 0.30; a 512x512 image, 9x9 0.29-0.30, 15x15 0.32-0.33, and with
+    MALLOC_TOP_PAD_ (no fresh pages: see the README) 3x3 0.56, 5x5 0.42.
     """
     n_pix = planar.tile_shape(4)[0]  # (the same for float64: two vectors a pixel line)
     best, band = 0.0, 1
@@ -768,9 +768,10 @@ def _planar_meta(plan: PlanarPlan, images: int, threads: int,
                  itemsize: int) -> tuple[np.ndarray, int]:
     """``plan.meta`` with the job blocking for ``images`` images on ``threads`` threads.
 
-    A job is an image's rows (all of them, or enough row blocks for JOBS_PER_THREAD jobs per
-    thread), for all tiles of output channels (or, when rows are too few, a chunk of them).
-    Returns the meta and the number of jobs.
+    A job is an image's rows (all of them, or enough blocks of bands of rows for JOBS_PER_THREAD
+    jobs per thread), for all tiles of output channels (or, when rows are too few, a chunk of
+    them); a grouped call's images are its images' groups. Returns the meta and the number of
+    jobs.
     """
     band = int(plan.meta[14])
     oh, cog = -(-int(plan.meta[6]) // band), int(plan.meta[1]) * band  # bands of rows, channels
