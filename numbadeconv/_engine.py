@@ -15,6 +15,7 @@ is the (top, left) padding of the convolution's input.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import threading
 from dataclasses import dataclass
@@ -668,6 +669,77 @@ def _pack_shape(pack: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
     return groups * blocks * len(bases), cig * block
 
 
+#: A job's setup (its runs of taps, segments and buffers), counted as this many multiply-adds
+#: when :func:`_balanced_blocking` weighs the balance of smaller jobs against their number.
+JOB_SETUP_MACS = 100_000
+
+#: :func:`_balanced_blocking` makes jobs up to this many times smaller than the caches want.
+JOB_SPLIT_MAX = 4
+
+
+def _largest_share(plan: CorrelationPlan, threads: int, images: int, rows: int, chunk: int,
+                   blocks: int) -> tuple[float, float, int]:
+    """The costs of the largest and the mean thread share of ``plan``'s jobs, and their number.
+
+    Jobs of ``images`` images, ``rows`` rows of a phase and ``chunk`` of ``blocks`` channel
+    blocks, in :func:`.correlate._job`'s (:func:`.outer._outer_job`'s) order, shared by
+    :func:`.parallel.run_jobs` (consecutive jobs, equal numbers); a job's cost is its
+    multiply-adds (its pixels' taps) and JOB_SETUP_MACS; the mean share is the cost of all jobs
+    over ``threads``.
+    """
+    phases = plan.phases
+    m = phases[:, correlate.M]
+    pixel_taps = phases[:, correlate.Q] * phases[:, correlate.T] * phases[:, correlate.U]
+    n = plan.out_shape[0]
+    per_row = pixel_taps * (plan.macs / max(1, n * int((m * pixel_taps).sum())) / blocks)
+    first_rows = np.arange(-(-int(m.max()) // rows))[:, None] * rows
+    in_phase = np.clip(np.minimum(first_rows + rows, m) - first_rows, 0, None)  # [block, phase]
+    n_images = np.minimum(images, n - np.arange(0, n, images))
+    n_blocks = np.minimum(chunk, blocks - np.arange(0, blocks, chunk))
+    work = (n_images[:, None, None, None] * n_blocks[None, :, None, None]
+            * (in_phase * per_row)[None, None]).ravel()  # [image, chunk, row block, phase]
+    cumulative = np.concatenate(([0.0], np.cumsum(work + np.where(work > 0, JOB_SETUP_MACS, 0))))
+    n_calls = min(work.size, threads)
+    bounds = np.arange(n_calls + 1) * work.size // n_calls
+    return (float(np.max(cumulative[bounds[1:]] - cumulative[bounds[:-1]])),
+            float(cumulative[-1]) / threads, work.size)
+
+
+def _balanced_blocking(plan: CorrelationPlan, threads: int, images: int, rows: int, chunk: int,
+                       blocks: int) -> tuple[int, int, int]:
+    """The (images, rows, chunk) per job that share the work best over ``threads``.
+
+    From the blocking that the caches want, ``images`` images, ``rows`` rows and ``chunk``
+    channel blocks per job, to JOB_SPLIT_MAX times finer, the one whose largest thread share
+    (:func:`_largest_share`) is least. Equal numbers of jobs per thread are equal work only when
+    the jobs are: ResNet 14x14x256's rows in blocks of 9 and 5; 56 jobs on 16 threads (shares
+    of 4 are 1.14x the mean); phases of 9, 6, 6 and 4 taps (5x5 windows at stride 2).
+    """
+    n, m_max = plan.out_shape[0], int(plan.phases[:, correlate.M].max())
+
+    def finer(total: int, size: int) -> list[int]:
+        """Sizes of equal blocks of ``total``, from ``size`` to JOB_SPLIT_MAX times finer."""
+        count = -(-total // size)
+        return sorted({-(-total // k) for k in range(count, min(total, JOB_SPLIT_MAX * count) + 1)},
+                      reverse=True)
+
+    row_sizes = finer(m_max, rows)
+    if plan.kind == "depthwise":  # (up to eight rows per pass)
+        row_sizes = [r for r in row_sizes if r <= 8 or r % 8 == 0] or [rows]
+    found = (images, rows, chunk)
+    best, mean, best_jobs = _largest_share(plan, threads, *found, blocks)
+    if best <= 1.01 * mean:
+        return found
+    most_jobs = JOB_SPLIT_MAX * best_jobs
+    for candidate in itertools.product(finer(n, images), row_sizes, finer(blocks, chunk)):
+        share, _, n_jobs = _largest_share(plan, threads, *candidate, blocks)
+        # (fewer jobs unless more share the work better by 1 % or more)
+        if n_jobs <= most_jobs and (share < 0.99 * best
+                                    or (share <= best and n_jobs < best_jobs)):
+            best, best_jobs, found = share, n_jobs, candidate
+    return found
+
+
 @functools.lru_cache(maxsize=512)
 def _blocked_meta(plan: CorrelationPlan, threads: int,
                   channels_first: bool = False) -> tuple[np.ndarray, int]:
@@ -713,6 +785,8 @@ def _blocked_meta(plan: CorrelationPlan, threads: int,
         rows = max(1, min(rows, n_images * n_phases * m_max // wanted))
     if plan.kind == "depthwise" and rows > 8:
         rows -= rows % 8  # it computes up to eight rows per pass
+    if threads > 1:
+        images, rows, chunk = _balanced_blocking(plan, threads, images, rows, chunk, blocks)
     meta = plan.meta.copy()
     meta[6] = -(-m_max // rows)
     meta[7] = rows
@@ -944,9 +1018,14 @@ def filter_grad_run(plan: FilterGradPlan, x: np.ndarray, dy: np.ndarray) -> np.n
         return part[0]
     out = np.empty(plan.out_shape, x.dtype)
     size = out.size
-    _launch(_filter_grad.sum_slabs_serial, _threads_for(plan.threads, part.size, PARALLEL_MIN_COPY),
-            -(-size // _filter_grad.SUM_ELEMENTS), part.reshape(plan.slabs, size),
-            out.reshape(size))
+    threads = _threads_for(plan.threads, part.size, PARALLEL_MIN_COPY)
+    step = _filter_grad.SUM_ELEMENTS
+    if threads > 1:
+        align = _filter_grad.SUM_ALIGN
+        step = min(step, max(_filter_grad.SUM_MIN_ELEMENTS,
+                             -(-size // (JOBS_PER_THREAD * threads * align)) * align))
+    _launch(_filter_grad.sum_slabs_serial, threads, -(-size // step),
+            part.reshape(plan.slabs, size), out.reshape(size), step)
     return out
 
 

@@ -63,7 +63,8 @@ def _units(dtype: np.dtype) -> list[tuple[Dispatcher, list[tuple]]]:
                (filter_grad.depthwise_filter_grad_serial, grad_args),
                (copies.pad_channels_first_serial, pad_args), (copies.pad_serial, pad_args),
                (copies.pad_planes_serial, pad_args),
-               (filter_grad.sum_slabs_serial, (types.Array(f, 2, "C"), types.Array(f, 1, "C")))]
+               (filter_grad.sum_slabs_serial,
+                (types.Array(f, 2, "C"), types.Array(f, 1, "C"), i64))]
     launches = sorted({types.BaseTuple.from_types(args) for _, args in kernels}, key=str)
     units = [(serial, [(*args, i64, i64)]) for serial, args in kernels]
     units[8:8] = [(parallel.run_jobs, [(i64, i64, i64, i64, i64)]),

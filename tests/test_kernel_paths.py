@@ -177,16 +177,36 @@ def test_filter_grad_over_copied_pixels(name, dtype, mode, copied_pixels):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_slab_sum_is_numpys_sum(dtype, mode):
+@pytest.mark.parametrize("step", [filter_grad.SUM_ELEMENTS, filter_grad.SUM_MIN_ELEMENTS])
+def test_slab_sum_is_numpys_sum(dtype, step, mode):
     """The filter gradient's slabs summed in jobs: NumPy's sum bit for bit, Inf and NaN too."""
     rng = np.random.default_rng(3)
-    size = 2 * filter_grad.SUM_ELEMENTS + 5  # and a last job of a few elements
+    size = 2 * step + 5  # and a last job of a few elements
     part = rng.standard_normal((3, size)).astype(dtype)
     part[1, 7], part[2, 9], part[0, -1] = np.inf, np.nan, -np.inf
     out = np.full(size, -1.0, dtype)
     _engine._launch(filter_grad.sum_slabs_serial, min(mode, numba.config.NUMBA_NUM_THREADS),
-                    -(-size // filter_grad.SUM_ELEMENTS), part, out)
+                    -(-size // step), part, out, step)
     np.testing.assert_array_equal(out, part.sum(axis=0))
+
+
+@pytest.mark.parametrize("threads", [3, 16, 64])
+@pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
+                                  "outer, small image, taps skipped", "outer, blocks of 8",
+                                  "outer, runs in several passes", "tiled, explicit asymmetric",
+                                  "depthwise, stride 2", "rowwise (one channel)"])
+def test_job_blocking_for_many_threads(name, threads, monkeypatch):
+    """Every op with its jobs blocked and shared for more threads than this machine has.
+
+    The calls' jobs and thread shares are those of ``threads`` threads (finer jobs where they
+    balance the shares better: ``_engine._balanced_blocking``; the slab sum's smaller jobs); the
+    shares run on the threads there are.
+    """
+    monkeypatch.setattr(_engine, "_threads_for", lambda *args: threads)
+    real = nd._jit.parallel_launch
+    monkeypatch.setattr(nd._jit, "parallel_launch", lambda n: real(
+        min(n, numba.config.NUMBA_NUM_THREADS)))
+    _check_every_op(name, np.float64, 1, 1e-10, 1e-10)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -205,14 +205,20 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                     o_flat[tap_out + b * block + ci_out[i] + c] = acc[at + c]
 
 
-#: Elements of the result per job of :func:`sum_slabs_serial`: 16 KiB of float32, which stay in
-#: the L1 cache while every slab is added to them (64 KiB took 1.1x the time).
+#: Elements of the result per job of :func:`sum_slabs_serial`, at most: 16 KiB of float32, which
+#: stay in the L1 cache while every slab is added to them (64 KiB took 1.1x the time) ...
 SUM_ELEMENTS = 4096
+
+#: ... and at least, where the result is too small for JOBS_PER_THREAD jobs of SUM_ELEMENTS per
+#: thread (a 3x3x64x64 gradient is 9 of them: on 64 threads, its 64 slabs' sum on 9 of them took
+#: a quarter of the call); a multiple of SUM_ALIGN elements (cache lines of float64).
+SUM_MIN_ELEMENTS = 512
+SUM_ALIGN = 8
 
 
 @kernel()
-def sum_slabs_serial(part, out, first, last):
-    """``out[i] = part[0, i] + part[1, i] + ...``: the slabs' sum, SUM_ELEMENTS elements a job.
+def sum_slabs_serial(part, out, step, first, last):
+    """``out[i] = part[0, i] + part[1, i] + ...``: the slabs' sum, ``step`` elements a job.
 
     ``part`` ``[S, M]`` the slabs' gradients (:func:`filter_grad_serial`), ``out`` ``[M]``. The
     slabs are added in order, as NumPy's ``part.sum(axis=0)`` adds them, but on every thread of
@@ -223,8 +229,8 @@ def sum_slabs_serial(part, out, first, last):
     n_slabs, size = part.shape
     flat = part.reshape(-1)
     for job in range(first, last):
-        lo = np.uint64(job * SUM_ELEMENTS)  # (unsigned indices: no wraparound, vectorised)
-        hi = np.uint64(min(size, job * SUM_ELEMENTS + SUM_ELEMENTS))
+        lo = np.uint64(job * step)  # (unsigned indices: no wraparound, vectorised)
+        hi = np.uint64(min(size, job * step + step))
         for i in range(lo, hi):
             out[i] = flat[i]
         for s in range(1, n_slabs):
