@@ -73,6 +73,12 @@ IN_PLACE_MIN_SPAN = 64
 #: time of short passes in place.
 FILTER_GRAD_ACC_BYTES = 512 * 1024
 
+#: The filter gradient's slabs (each its own part of the result, summed after the call) take at
+#: most this many bytes in all where splitting the output channels' blocks as well can keep them
+#: within it: on many threads a slab each made the result's parts outgrow the work (DCGAN
+#: 32x32x128's 3.3 MB gradient in 64 slabs: 210 MB to write, then read again to sum them).
+FILTER_GRAD_SLAB_BYTES = 32 * 1024 * 1024
+
 #: Long passes over rows of at least this many pixels copy the source rows once each, as planes
 #: of each tile's channels (the micro-kernel then takes a run per row), else each pixel's pairs
 #: (each source element once per column tap that reads it; one run of all the pixels). Against
@@ -983,6 +989,13 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
             chunks = -(-blocks // -(-blocks // chunks))  # none empty
         else:  # split the pixel sum into slabs, each with its own part of the result
             slabs = min(n_rows, split)
+            # (within FILTER_GRAD_SLAB_BYTES: then the blocks of output channels too, in as
+            # few chunks as leave slabs within it; they divide the split)
+            most = max(1, FILTER_GRAD_SLAB_BYTES // (fh * fw * cig * n_out * itemsize))
+            if not depthwise and slabs > most:
+                chunks = next((k for k in range(2, min(blocks, split) + 1)
+                               if split % k == 0 and split // k <= most), min(blocks, split))
+                slabs = min(n_rows, -(-split // chunks))
     rows_per_slab = -(-n_rows // slabs)
     slabs = -(-n_rows // rows_per_slab)
     head = (c, *stride, *dilation, groups, rows_per_slab)

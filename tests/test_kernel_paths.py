@@ -193,20 +193,27 @@ def test_slab_sum_is_numpys_sum(dtype, step, mode):
 @pytest.mark.parametrize("threads", [3, 16, 64])
 @pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
                                   "outer, small image, taps skipped", "outer, blocks of 8",
-                                  "outer, runs in several passes", "tiled, explicit asymmetric",
-                                  "depthwise, stride 2", "rowwise (one channel)"])
+                                  "outer, runs in several passes", "outer, few input channels",
+                                  "tiled, explicit asymmetric", "depthwise, stride 2",
+                                  "rowwise (one channel)"])
 def test_job_blocking_for_many_threads(name, threads, monkeypatch):
     """Every op with its jobs blocked and shared for more threads than this machine has.
 
     The calls' jobs and thread shares are those of ``threads`` threads (finer jobs where they
-    balance the shares better: ``_engine._balanced_blocking``; the slab sum's smaller jobs); the
-    shares run on the threads there are.
+    balance the shares better: ``_engine._balanced_blocking``; filter gradients in slabs and
+    chunks of output channels, as FILTER_GRAD_SLAB_BYTES makes large ones; the slab sum's
+    smaller jobs); the shares run on the threads there are.
     """
     monkeypatch.setattr(_engine, "_threads_for", lambda *args: threads)
+    monkeypatch.setattr(_engine, "FILTER_GRAD_SLAB_BYTES", 0)
     real = nd._jit.parallel_launch
     monkeypatch.setattr(nd._jit, "parallel_launch", lambda n: real(
         min(n, numba.config.NUMBA_NUM_THREADS)))
-    _check_every_op(name, np.float64, 1, 1e-10, 1e-10)
+    _engine.plan_filter_grad.cache_clear()
+    try:
+        _check_every_op(name, np.float64, 1, 1e-10, 1e-10)
+    finally:
+        _engine.plan_filter_grad.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
