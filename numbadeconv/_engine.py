@@ -676,74 +676,86 @@ def _pack_shape(pack: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
 
 
 #: A job's setup (its runs of taps, segments and buffers), counted as this many multiply-adds
-#: when :func:`_balanced_blocking` weighs the balance of smaller jobs against their number.
+#: when :func:`_most_balanced` weighs the balance of smaller jobs against their number.
 JOB_SETUP_MACS = 100_000
 
-#: :func:`_balanced_blocking` makes jobs up to this many times smaller than the caches want.
+#: :func:`_most_balanced` makes jobs up to this many times smaller than the caches want.
 JOB_SPLIT_MAX = 4
 
 
-def _largest_share(plan: CorrelationPlan, threads: int, images: int, rows: int, chunk: int,
-                   blocks: int) -> tuple[float, float, int]:
-    """The costs of the largest and the mean thread share of ``plan``'s jobs, and their number.
+def _shares(work: np.ndarray, threads: int) -> tuple[float, float]:
+    """The largest and the mean of ``threads`` shares of jobs of ``work`` multiply-adds each.
+
+    Shared as :func:`.parallel.run_jobs` shares them (consecutive jobs, equal numbers); a job
+    that does any work costs JOB_SETUP_MACS more.
+    """
+    cumulative = np.concatenate(([0.0], np.cumsum(work + np.where(work > 0, JOB_SETUP_MACS, 0))))
+    n_calls = min(work.size, threads)
+    bounds = np.arange(n_calls + 1) * work.size // n_calls
+    return float(np.max(np.diff(cumulative[bounds]))), float(cumulative[-1]) / threads
+
+
+def _finer(total: int, size: int) -> list[int]:
+    """Sizes of equal blocks of ``total``, from blocks of ``size`` to JOB_SPLIT_MAX times finer."""
+    count = -(-total // size)
+    return sorted({-(-total // k) for k in range(count, min(total, JOB_SPLIT_MAX * count) + 1)},
+                  reverse=True)
+
+
+def _most_balanced(work_of, threads: int, preferred: tuple[int, ...],
+                   sizes: list[list[int]]) -> tuple[int, ...]:
+    """The job blocking that shares the work best over ``threads``.
+
+    ``work_of(*blocking)`` gives the jobs' multiply-adds in their order; ``preferred`` is the
+    blocking that the caches want and ``sizes`` each of its sizes' candidates, finer (at most
+    JOB_SPLIT_MAX times more jobs in all). The blocking whose largest share (:func:`_shares`) is
+    least, by 1 % or more, else the one with the fewer jobs. Equal numbers of jobs per thread are
+    equal work only when the jobs are: rows in blocks of 9 and 5 (ResNet 14x14x256); 56 jobs on
+    16 threads (shares of 4 are 1.14x the mean); phases of 9, 6, 6 and 4 taps (5x5 windows at
+    stride 2).
+    """
+    work = work_of(*preferred)
+    best, mean = _shares(work, threads)
+    found, best_jobs, most_jobs = preferred, work.size, JOB_SPLIT_MAX * work.size
+    if best <= 1.01 * mean:
+        return found
+    for candidate in itertools.product(*sizes):
+        work = work_of(*candidate)
+        if work.size > most_jobs:
+            continue
+        share, _ = _shares(work, threads)
+        if share < 0.99 * best or (share <= best and work.size < best_jobs):
+            best, best_jobs, found = share, work.size, candidate
+    return found
+
+
+def _balanced_blocking(plan: CorrelationPlan, threads: int, images: int, rows: int, chunk: int,
+                       blocks: int) -> tuple[int, ...]:
+    """(images, rows, chunk) per job, from those that the caches want, balanced for ``threads``.
 
     Jobs of ``images`` images, ``rows`` rows of a phase and ``chunk`` of ``blocks`` channel
-    blocks, in :func:`.correlate._job`'s (:func:`.outer._outer_job`'s) order, shared by
-    :func:`.parallel.run_jobs` (consecutive jobs, equal numbers); a job's cost is its
-    multiply-adds (its pixels' taps) and JOB_SETUP_MACS; the mean share is the cost of all jobs
-    over ``threads``.
+    blocks, in :func:`.correlate._job`'s (:func:`.outer._outer_job`'s) order: see
+    :func:`_most_balanced`.
     """
     phases = plan.phases
     m = phases[:, correlate.M]
     pixel_taps = phases[:, correlate.Q] * phases[:, correlate.T] * phases[:, correlate.U]
-    n = plan.out_shape[0]
+    n, m_max = plan.out_shape[0], int(m.max())
     per_row = pixel_taps * (plan.macs / max(1, n * int((m * pixel_taps).sum())) / blocks)
-    first_rows = np.arange(-(-int(m.max()) // rows))[:, None] * rows
-    in_phase = np.clip(np.minimum(first_rows + rows, m) - first_rows, 0, None)  # [block, phase]
-    n_images = np.minimum(images, n - np.arange(0, n, images))
-    n_blocks = np.minimum(chunk, blocks - np.arange(0, blocks, chunk))
-    work = (n_images[:, None, None, None] * n_blocks[None, :, None, None]
-            * (in_phase * per_row)[None, None]).ravel()  # [image, chunk, row block, phase]
-    cumulative = np.concatenate(([0.0], np.cumsum(work + np.where(work > 0, JOB_SETUP_MACS, 0))))
-    n_calls = min(work.size, threads)
-    bounds = np.arange(n_calls + 1) * work.size // n_calls
-    return (float(np.max(cumulative[bounds[1:]] - cumulative[bounds[:-1]])),
-            float(cumulative[-1]) / threads, work.size)
 
+    def work_of(images: int, rows: int, chunk: int) -> np.ndarray:
+        first_rows = np.arange(-(-m_max // rows))[:, None] * rows
+        in_phase = np.clip(np.minimum(first_rows + rows, m) - first_rows, 0, None)
+        n_images = np.minimum(images, n - np.arange(0, n, images))
+        n_blocks = np.minimum(chunk, blocks - np.arange(0, blocks, chunk))
+        return (n_images[:, None, None, None] * n_blocks[None, :, None, None]
+                * (in_phase * per_row)[None, None]).ravel()  # [image, chunk, row block, phase]
 
-def _balanced_blocking(plan: CorrelationPlan, threads: int, images: int, rows: int, chunk: int,
-                       blocks: int) -> tuple[int, int, int]:
-    """The (images, rows, chunk) per job that share the work best over ``threads``.
-
-    From the blocking that the caches want, ``images`` images, ``rows`` rows and ``chunk``
-    channel blocks per job, to JOB_SPLIT_MAX times finer, the one whose largest thread share
-    (:func:`_largest_share`) is least. Equal numbers of jobs per thread are equal work only when
-    the jobs are: ResNet 14x14x256's rows in blocks of 9 and 5; 56 jobs on 16 threads (shares
-    of 4 are 1.14x the mean); phases of 9, 6, 6 and 4 taps (5x5 windows at stride 2).
-    """
-    n, m_max = plan.out_shape[0], int(plan.phases[:, correlate.M].max())
-
-    def finer(total: int, size: int) -> list[int]:
-        """Sizes of equal blocks of ``total``, from ``size`` to JOB_SPLIT_MAX times finer."""
-        count = -(-total // size)
-        return sorted({-(-total // k) for k in range(count, min(total, JOB_SPLIT_MAX * count) + 1)},
-                      reverse=True)
-
-    row_sizes = finer(m_max, rows)
+    row_sizes = _finer(m_max, rows)
     if plan.kind == "depthwise":  # (up to eight rows per pass)
         row_sizes = [r for r in row_sizes if r <= 8 or r % 8 == 0] or [rows]
-    found = (images, rows, chunk)
-    best, mean, best_jobs = _largest_share(plan, threads, *found, blocks)
-    if best <= 1.01 * mean:
-        return found
-    most_jobs = JOB_SPLIT_MAX * best_jobs
-    for candidate in itertools.product(finer(n, images), row_sizes, finer(blocks, chunk)):
-        share, _, n_jobs = _largest_share(plan, threads, *candidate, blocks)
-        # (fewer jobs unless more share the work better by 1 % or more)
-        if n_jobs <= most_jobs and (share < 0.99 * best
-                                    or (share <= best and n_jobs < best_jobs)):
-            best, best_jobs, found = share, n_jobs, candidate
-    return found
+    return _most_balanced(work_of, threads, (images, rows, chunk),
+                          [_finer(n, images), row_sizes, _finer(blocks, chunk)])
 
 
 @functools.lru_cache(maxsize=512)
@@ -850,18 +862,30 @@ def _planar_meta(plan: PlanarPlan, images: int, threads: int,
 
     A job is an image's rows (all of them, or enough blocks of bands of rows for JOBS_PER_THREAD
     jobs per thread), for all tiles of output channels (or, when rows are too few, a chunk of
-    them); a grouped call's images are its images' groups. Returns the meta and the number of
-    jobs.
+    them), balanced for the threads (:func:`_most_balanced`); a grouped call's images are its
+    images' groups. Returns the meta and the number of jobs.
     """
     band = int(plan.meta[14])
     oh, cog = -(-int(plan.meta[6]) // band), int(plan.meta[1]) * band  # bands of rows, channels
     wanted = JOBS_PER_THREAD * threads if threads > 1 else 1
     n_row_blocks = min(oh, -(-wanted // images))
     rows = -(-oh // n_row_blocks)
-    n_row_blocks = -(-oh // rows)
-    n_tiles = -(-cog // planar.tile_shape(itemsize)[0])
+    n_pix = planar.tile_shape(itemsize)[0]
+    n_tiles = -(-cog // n_pix)
     n_chunks = min(n_tiles, -(-wanted // (images * n_row_blocks)))
     tiles = -(-n_tiles // n_chunks)
+    if threads > 1:
+        c, _, t, u = plan.meta[:4].tolist()
+        per_tile_row = n_pix * int(plan.meta[7]) * c * t * u  # multiply-adds
+
+        def work_of(rows: int, tiles: int) -> np.ndarray:  # [image, row block, chunk]
+            in_block = np.minimum(rows, oh - np.arange(0, oh, rows))
+            in_chunk = np.minimum(tiles, n_tiles - np.arange(0, n_tiles, tiles))
+            return np.tile(np.outer(in_block, in_chunk).ravel() * per_tile_row, images)
+
+        rows, tiles = _most_balanced(work_of, threads, (rows, tiles),
+                                     [_finer(oh, rows), _finer(n_tiles, tiles)])
+    n_row_blocks = -(-oh // rows)
     n_chunks = -(-n_tiles // tiles)
     meta = plan.meta.copy()
     meta[10:14] = rows, n_row_blocks, tiles, n_chunks

@@ -190,30 +190,32 @@ def test_slab_sum_is_numpys_sum(dtype, step, mode):
     np.testing.assert_array_equal(out, part.sum(axis=0))
 
 
-@pytest.mark.parametrize("threads", [3, 16, 64])
-@pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
-                                  "outer, small image, taps skipped", "outer, blocks of 8",
-                                  "outer, runs in several passes", "outer, few input channels",
-                                  "tiled, explicit asymmetric", "depthwise, stride 2",
-                                  "rowwise (one channel)"])
-def test_job_blocking_for_many_threads(name, threads, monkeypatch):
-    """Every op with its jobs blocked and shared for more threads than this machine has.
+@pytest.fixture(params=[3, 16, 64])
+def many_threads(request, monkeypatch):
+    """Calls with their jobs blocked and shared for more threads than this machine has.
 
-    The calls' jobs and thread shares are those of ``threads`` threads (finer jobs where they
-    balance the shares better: ``_engine._balanced_blocking``; filter gradients in slabs and
-    chunks of output channels, as FILTER_GRAD_SLAB_BYTES makes large ones; the slab sum's
-    smaller jobs); the shares run on the threads there are.
+    The calls' jobs and thread shares are those of this many threads (finer jobs where they
+    balance the shares better: ``_engine._most_balanced``; filter gradients in slabs and chunks
+    of output channels, as FILTER_GRAD_SLAB_BYTES makes large ones; the slab sum's smaller
+    jobs); the shares run on the threads there are.
     """
-    monkeypatch.setattr(_engine, "_threads_for", lambda *args: threads)
+    monkeypatch.setattr(_engine, "_threads_for", lambda *args: request.param)
     monkeypatch.setattr(_engine, "FILTER_GRAD_SLAB_BYTES", 0)
     real = nd._jit.parallel_launch
     monkeypatch.setattr(nd._jit, "parallel_launch", lambda n: real(
         min(n, numba.config.NUMBA_NUM_THREADS)))
     _engine.plan_filter_grad.cache_clear()
-    try:
-        _check_every_op(name, np.float64, 1, 1e-10, 1e-10)
-    finally:
-        _engine.plan_filter_grad.cache_clear()
+    yield
+    _engine.plan_filter_grad.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
+                                  "outer, small image, taps skipped", "outer, blocks of 8",
+                                  "outer, runs in several passes", "outer, few input channels",
+                                  "tiled, explicit asymmetric", "depthwise, stride 2",
+                                  "rowwise (one channel)"])
+def test_job_blocking_for_many_threads(name, many_threads):
+    _check_every_op(name, np.float64, 1, 1e-10, 1e-10)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -502,11 +504,20 @@ PLANAR = [
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", PLANAR, ids=str)
 def test_planar_kernel(case, dtype, mode):
+    _check_planar(case, dtype, min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS))
+
+
+@pytest.mark.parametrize("case", [PLANAR[0], PLANAR[6], PLANAR[11]], ids=str)
+def test_planar_blocking_for_many_threads(case, many_threads):
+    _check_planar(case, np.float64, 1)
+
+
+def _check_planar(case, dtype, threads):
+    """conv2d and its transpose of PLANAR ``case`` (NCHW) against the references."""
     x_shape, w_shape, padding, dilation = case
     rng = np.random.default_rng(sum(x_shape))
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
-    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
     tol = 1e-10 if dtype == np.float64 else 1e-4
     x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     plan = nd.api._conv2d_geometry(x.shape, x.dtype, w.shape, w.dtype, 1, padding, "NCHW",
