@@ -170,10 +170,12 @@ PLANAR_FEW_MAX_CHANNELS = 7
 PLANAR_NHWC_MIN_TAPS = 25
 
 #: ... and grouped ones (per-channel filters of an RGB image) for windows of at least this many
-#: taps, their input copied into planes and their result out of them. Against the depthwise
-#: kernel, 2 threads, 3 channels of 56x56 (8 images) to an RGB 1024x1024 image: 9x9 0.44-0.89 of
-#: the time, 15x15 0.12-0.37; 7x7 0.78-1.03, 5x5 1.38-1.69, 3x3 2.9-3.7 (the copies' time).
-PLANAR_NHWC_GROUPED_MIN_TAPS = 81
+#: taps, their input copied into planes and their result out of them (2 to 4 channels in vector
+#: shuffles: :func:`.copies._to_planes`). Against the depthwise kernel, 2 threads, 2 to 4
+#: channels of 64x64 (8 images) to an RGB 1024x1024 image: 9x9 0.23-0.69 of the time, 7x7
+#: 0.33-0.72 (0.97 for 1024x1024); 5x5 0.59-0.74 up to 128x128 but 1.04-1.45 from 512x512 on,
+#: 3x3 1.2-2.6.
+PLANAR_NHWC_GROUPED_MIN_TAPS = 49
 
 _CORRELATE = {"outer": outer.outer_serial, "tiled": tiled.tiled_serial,
               "depthwise": depthwise.depthwise_serial, "rowwise": correlate.rowwise_serial}

@@ -438,6 +438,8 @@ NCHW = [
     ((2, 12, 10, 11), (3, 3, 1, 12), 2, "SAME"),  # depthwise: reads the converted input
     ((1, 16, 11, 21), (5, 5, 1, 32), 1, "SAME"),  # depthwise multiplier 2, eight-row runs
     ((2, 3, 7, 5), (3, 3, 3, 2), 2, "SAME"),  # outer kernel, few channels (8 in the transpose)
+    ((1, 2, 9, 11), (3, 3, 2, 5), 2, "SAME"),  # 2 and 4 channels: their own copy loops
+    ((2, 4, 8, 9), (3, 3, 4, 6), 2, "VALID"),
     ((2, 1, 9, 13), (3, 3, 1, 2), 2, "SAME"),  # one input channel (row-wise kernel)
     ((1, 64, 6, 7), (3, 3, 64, 64), 1, "SAME"),  # tiled, filters in place (the transpose)
 ]
@@ -564,8 +566,9 @@ def test_planar_bands_keep_inf_and_nan_where_they_are(dtype, mode):
     # one channel in and out, the same memory in NHWC and NCHW: windows of 5x5 and more
     ((2, 20, 33, 1), (7, 9, 1, 1), "SAME"),
     ((2, 20, 33, 1), (5, 5, 1, 1), "VALID"),
-    # per-channel filters of 9x9 and more: the input copied into planes, the result out of them
+    # per-channel filters of 7x7 and more: the input copied into planes, the result out of them
     ((2, 17, 23, 3), (9, 9, 1, 3), "SAME"),
+    ((2, 13, 19, 3), (7, 7, 1, 3), "SAME"),
     ((1, 20, 40, 2), (9, 10, 1, 4), "VALID"),  # a channel multiplier: its transpose, 2 groups of 2
     ((1, 30, 31, 4), (10, 9, 1, 4), [[0, 0], [3, 1], [0, 5], [0, 0]]),
     ((1, 9, 12, 3), (11, 11, 1, 3), "SAME"),  # fewer rows than the window

@@ -188,3 +188,44 @@ def transpose_tile(typingctx, src, s0, s_step, dst, d0, d_step):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def channel_planes(n_ch: int, to_planes: bool):
+    """An intrinsic moving ``lanes`` pixels' ``n_ch`` channels between pixels and planes.
+
+    ``run(src, s0, dst, d0, plane)`` sets, for pixels ``i < lanes`` (:func:`lanes`) and channels
+    ``c < n_ch``, ``dst[d0 + c*plane + i] = src[s0 + i*n_ch + c]`` (``to_planes``), else
+    ``dst[d0 + i*n_ch + c] = src[s0 + c*plane + i]``: ``n_ch`` vector loads, shuffles of their
+    lanes and ``n_ch`` vector stores. All offsets must be in bounds.
+    """
+
+    @intrinsic
+    def run(typingctx, src, s0, dst, d0, plane):
+        sig = types.void(src, s0, dst, d0, plane)
+
+        def codegen(context, builder, signature, args):
+            src_a, s0_v, dst_a, d0_v, plane_v = args
+            v = Vectors(context, builder, signature.args[0].dtype)
+            n = v.lanes
+            s_p = v.at(v.data(src_a, signature.args[0]), s0_v)
+            d_p = v.at(v.data(dst_a, signature.args[2]), d0_v)
+            planes = [builder.mul(plane_v, ir.Constant(I64, c)) for c in range(n_ch)]
+            parts = [v.load(s_p, n * c if to_planes else planes[c]) for c in range(n_ch)]
+            if n_ch > 2:  # two operands of 2n lanes (the last part widened: no other widths)
+                parts.append(parts[-1])
+                parts = [_shuffle(builder, parts[0], parts[1], list(range(2 * n))),
+                         _shuffle(builder, parts[2], parts[3], list(range(2 * n)))]
+            if to_planes:  # vector c: channel c of every pixel
+                order = [[i * n_ch + c for i in range(n)] for c in range(n_ch)]
+            else:  # the pixels' channels in turn, n lanes a vector
+                lanes_from = [c * n + i for i in range(n) for c in range(n_ch)]
+                order = [lanes_from[j * n:(j + 1) * n] for j in range(n_ch)]
+            for j, lanes_from in enumerate(order):
+                v.store(_shuffle(builder, parts[0], parts[1], lanes_from), d_p,
+                        planes[j] if to_planes else n * j)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return run
+
