@@ -171,7 +171,7 @@ PLANAR_NHWC_MIN_TAPS = 25
 
 #: ... and grouped ones (per-channel filters of an RGB image) for windows of at least this many
 #: taps, their input copied into planes and their result out of them (2 to 4 channels in vector
-#: shuffles: :func:`.copies._to_planes`). Against the depthwise kernel, 2 threads, 2 to 4
+#: shuffles: :func:`.simd.channel_planes`). Against the depthwise kernel, 2 threads, 2 to 4
 #: channels of 64x64 (8 images) to an RGB 1024x1024 image, two runs: 9x9 0.23-0.71 of the
 #: time, 7x7 0.33-0.79 (0.91-0.97 for 1024x1024); 5x5 0.59-0.74 up to 128x128 but 1.04-1.45
 #: from 512x512 on, 3x3 1.2-2.6.

@@ -98,9 +98,9 @@ def transpose(src, s0, s_step, dst, d0, d_step, rows, cols):
             dst[d0 + j * d_step + i] = src[s0 + i * s_step + j]
 
 
-#: Fewer channels than this (and more than one) go between pixels and planes in vector shuffles
-#: (:func:`_to_planes`, :func:`_from_planes`), not :func:`transpose`'s elements one by one: 3
-#: channels of a 512x512 image 7x faster.
+#: Fewer channels than this (and more than one) go between pixels and planes a vector of pixels
+#: at a time (:func:`.simd.channel_planes`), not in :func:`transpose`'s elements one by one (it
+#: has tiles for vectors of channels): 3 channels of a 512x512 image 6x faster.
 FEW_CHANNELS = 5
 
 _planes2, _planes3, _planes4 = (simd.channel_planes(k, True) for k in (2, 3, 4))
@@ -108,54 +108,19 @@ _pixels2, _pixels3, _pixels4 = (simd.channel_planes(k, False) for k in (2, 3, 4)
 
 
 @kernel(internal=True)
-def _to_planes(src, s0, dst, d0, plane, count, n_ch):
-    """``dst[d0 + c*plane + i] = src[s0 + i*n_ch + c]`` for ``i < count``, ``c < n_ch`` (2 to 4).
+def _check_channel_tiles(src, src_end, dst, dst_end):
+    """Raise IndexError unless the channel tiles' last reads and writes are in bounds.
 
-    A row of pixels' channels to the channels' planes, a vector of pixels at a time
-    (:func:`.simd.channel_planes`), then the last pixels one by one.
+    ``src_end`` and ``dst_end``: one past the last element that they read and write.
     """
-    lanes = simd.VECTOR_BYTES // src.itemsize
-    whole = count - count % lanes
-    if CHECK_BOUNDS and whole > 0 and not (
-            0 <= s0 and s0 + whole * n_ch <= src.shape[0] and 0 <= d0 and 0 <= plane
-            and d0 + (n_ch - 1) * plane + whole <= dst.shape[0]):
+    if not (src_end <= src.shape[0] and dst_end <= dst.shape[0]):
         raise IndexError("layout conversion: a tile would read or write out of bounds")
-    for i in range(0, whole, lanes):
-        if n_ch == 2:
-            _planes2(src, s0 + i * 2, dst, d0 + i, plane)
-        elif n_ch == 3:
-            _planes3(src, s0 + i * 3, dst, d0 + i, plane)
-        else:
-            _planes4(src, s0 + i * 4, dst, d0 + i, plane)
-    for i in range(whole, count):
-        for c in range(n_ch):
-            dst[d0 + c * plane + i] = src[s0 + i * n_ch + c]
-
-
-@kernel(internal=True)
-def _from_planes(src, s0, plane, dst, d0, count, n_ch):
-    """``dst[d0 + i*n_ch + c] = src[s0 + c*plane + i]``: :func:`_to_planes` reversed."""
-    lanes = simd.VECTOR_BYTES // src.itemsize
-    whole = count - count % lanes
-    if CHECK_BOUNDS and whole > 0 and not (
-            0 <= s0 and 0 <= plane and s0 + (n_ch - 1) * plane + whole <= src.shape[0]
-            and 0 <= d0 and d0 + whole * n_ch <= dst.shape[0]):
-        raise IndexError("layout conversion: a tile would read or write out of bounds")
-    for i in range(0, whole, lanes):
-        if n_ch == 2:
-            _pixels2(src, s0 + i, dst, d0 + i * 2, plane)
-        elif n_ch == 3:
-            _pixels3(src, s0 + i, dst, d0 + i * 3, plane)
-        else:
-            _pixels4(src, s0 + i, dst, d0 + i * 4, plane)
-    for i in range(whole, count):
-        for c in range(n_ch):
-            dst[d0 + i * n_ch + c] = src[s0 + c * plane + i]
 
 
 @kernel()
 def pad_channels_first_serial(a, out, top, left, first, last):
     n_ch, height, width = a.shape[1], a.shape[2], a.shape[3]
+    lanes = simd.VECTOR_BYTES // a.itemsize
     rows, row_len = out.shape[1], out.shape[2]
     a_flat, out_flat = a.reshape(-1), out.reshape(-1)
     for job in range(first, last):
@@ -171,19 +136,29 @@ def pad_channels_first_serial(a, out, top, left, first, last):
             dst[k] = 0
         for k in range(hi, row_len):
             dst[k] = 0
-        # channel c's row r (a[n, c, r, :]) to every n_ch-th element of the row from lo on
-        at = (n * n_ch * height + r) * width
-        if 1 < n_ch < FEW_CHANNELS:
-            _from_planes(a_flat, at, height * width, out_flat, job * row_len + lo,
-                         (hi - lo) // n_ch, n_ch)
-        else:
-            transpose(a_flat, at, height * width, out_flat, job * row_len + lo, n_ch, n_ch,
-                      (hi - lo) // n_ch)
+        # channel c's row r (a[n, c, r, :]) to every n_ch-th element of the row from lo on: few
+        # channels a vector of pixels at a time (simd.channel_planes), the rest in transposes
+        at, to = (n * n_ch * height + r) * width, job * row_len + lo
+        count = (hi - lo) // n_ch
+        done = count - count % lanes if 1 < n_ch < FEW_CHANNELS else 0
+        if CHECK_BOUNDS and done > 0:
+            _check_channel_tiles(a_flat, at + (n_ch - 1) * height * width + done, out_flat,
+                                 to + done * n_ch)
+        for k in range(0, done, lanes):
+            if n_ch == 2:
+                _pixels2(a_flat, at + k, out_flat, to + k * 2, height * width)
+            elif n_ch == 3:
+                _pixels3(a_flat, at + k, out_flat, to + k * 3, height * width)
+            else:
+                _pixels4(a_flat, at + k, out_flat, to + k * 4, height * width)
+        transpose(a_flat, at + done, height * width, out_flat, to + done * n_ch, n_ch, n_ch,
+                  count - done)
 
 
 @kernel()
 def pad_planes_serial(a, out, top, left, first, last):
     height, width, n_ch = a.shape[1], a.shape[2], a.shape[3]
+    lanes = simd.VECTOR_BYTES // a.itemsize
     rows, row_len = out.shape[1], out.shape[2]
     plane = rows * row_len
     a_flat, out_flat = a.reshape(-1), out.reshape(-1)
@@ -201,12 +176,22 @@ def pad_planes_serial(a, out, top, left, first, last):
                 out_flat[at + c * plane + k] = 0
             for k in range(hi, row_len):
                 out_flat[at + c * plane + k] = 0
-        if lo < hi:  # the row's pixels [W, C] to row i of each of the C planes from lo on
-            row = (n * height + r) * width * n_ch
-            if 1 < n_ch < FEW_CHANNELS:
-                _to_planes(a_flat, row, out_flat, at + lo, plane, hi - lo, n_ch)
-            else:
-                transpose(a_flat, row, n_ch, out_flat, at + lo, plane, hi - lo, n_ch)
+        if lo < hi:  # the row's pixels [W, C] to row i of each of the C planes from lo on (as
+            # pad_channels_first_serial's, reversed)
+            row, to = (n * height + r) * width * n_ch, at + lo
+            done = (hi - lo) - (hi - lo) % lanes if 1 < n_ch < FEW_CHANNELS else 0
+            if CHECK_BOUNDS and done > 0:
+                _check_channel_tiles(a_flat, row + done * n_ch, out_flat,
+                                     to + (n_ch - 1) * plane + done)
+            for k in range(0, done, lanes):
+                if n_ch == 2:
+                    _planes2(a_flat, row + k * 2, out_flat, to + k, plane)
+                elif n_ch == 3:
+                    _planes3(a_flat, row + k * 3, out_flat, to + k, plane)
+                else:
+                    _planes4(a_flat, row + k * 4, out_flat, to + k, plane)
+            transpose(a_flat, row + done * n_ch, n_ch, out_flat, to + done, plane, hi - lo - done,
+                      n_ch)
 
 
 @kernel(internal=True)

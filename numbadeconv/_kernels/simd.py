@@ -211,18 +211,21 @@ def channel_planes(n_ch: int, to_planes: bool):
             d_p = v.at(v.data(dst_a, signature.args[2]), d0_v)
             planes = [builder.mul(plane_v, ir.Constant(I64, c)) for c in range(n_ch)]
             parts = [v.load(s_p, n * c if to_planes else planes[c]) for c in range(n_ch)]
-            if n_ch > 2:  # two operands of 2n lanes (the last part widened: no other widths)
-                parts.append(parts[-1])
-                parts = [_shuffle(builder, parts[0], parts[1], list(range(2 * n))),
-                         _shuffle(builder, parts[2], parts[3], list(range(2 * n)))]
             if to_planes:  # vector c: channel c of every pixel
                 order = [[i * n_ch + c for i in range(n)] for c in range(n_ch)]
             else:  # the pixels' channels in turn, n lanes a vector
                 lanes_from = [c * n + i for i in range(n) for c in range(n_ch)]
                 order = [lanes_from[j * n:(j + 1) * n] for j in range(n_ch)]
             for j, lanes_from in enumerate(order):
-                v.store(_shuffle(builder, parts[0], parts[1], lanes_from), d_p,
-                        planes[j] if to_planes else n * j)
+                # lane l is lane lanes_from[l] % n of part lanes_from[l] // n: the parts folded
+                # in, two operands of n lanes a shuffle
+                out = _shuffle(builder, parts[0], parts[1],
+                               [f if f < 2 * n else 0 for f in lanes_from])
+                for k in range(2, n_ch):
+                    out = _shuffle(builder, out, parts[k],
+                                   [f - k * n + n if f // n == k else lane
+                                    for lane, f in enumerate(lanes_from)])
+                v.store(out, d_p, planes[j] if to_planes else n * j)
             return context.get_dummy_value()
 
         return sig, codegen
