@@ -872,6 +872,7 @@ def _planar_meta(plan: PlanarPlan, images: int, threads: int,
     wanted = JOBS_PER_THREAD * threads if threads > 1 else 1
     n_row_blocks = min(oh, -(-wanted // images))
     rows = -(-oh // n_row_blocks)
+    n_row_blocks = -(-oh // rows)
     n_pix = planar.tile_shape(itemsize)[0]
     n_tiles = -(-cog // n_pix)
     n_chunks = min(n_tiles, -(-wanted // (images * n_row_blocks)))
@@ -1021,6 +1022,7 @@ def plan_filter_grad(x_shape, dy_shape, kernel_hw, stride, dilation, pad, groups
             if not depthwise and slabs > most:
                 chunks = next((k for k in range(2, min(blocks, split) + 1)
                                if split % k == 0 and split // k <= most), min(blocks, split))
+                chunks = -(-blocks // -(-blocks // chunks))  # none empty
                 slabs = min(n_rows, -(-split // chunks))
     rows_per_slab = -(-n_rows // slabs)
     slabs = -(-n_rows // rows_per_slab)

@@ -438,7 +438,7 @@ NCHW = [
     ((2, 12, 10, 11), (3, 3, 1, 12), 2, "SAME"),  # depthwise: reads the converted input
     ((1, 16, 11, 21), (5, 5, 1, 32), 1, "SAME"),  # depthwise multiplier 2, eight-row runs
     ((2, 3, 7, 5), (3, 3, 3, 2), 2, "SAME"),  # outer kernel, few channels (8 in the transpose)
-    ((1, 2, 9, 11), (3, 3, 2, 5), 2, "SAME"),  # 2 and 4 channels: their own copy loops
+    ((1, 2, 9, 11), (3, 3, 2, 5), 2, "SAME"),  # 2 and 4 channels: a vector of pixels at a time
     ((2, 4, 8, 9), (3, 3, 4, 6), 2, "VALID"),
     ((2, 1, 9, 13), (3, 3, 1, 2), 2, "SAME"),  # one input channel (row-wise kernel)
     ((1, 64, 6, 7), (3, 3, 64, 64), 1, "SAME"),  # tiled, filters in place (the transpose)

@@ -28,7 +28,8 @@ a share of the input channels of every tap of its (group, block).
 
 ``transpose``: a matrix transpose in SIMD register tiles, for the layout conversions (the
 input's above, the depthwise and outer-product kernels' NCHW results) and the packing of
-transposes' filters.
+transposes' filters. The layout conversions of 2 to 4 channels (``FEW_CHANNELS``), too few for
+its tiles, go a vector of pixels at a time in shuffles instead (:func:`.simd.channel_planes`).
 """
 
 import numpy as np

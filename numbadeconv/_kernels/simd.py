@@ -231,4 +231,3 @@ def channel_planes(n_ch: int, to_planes: bool):
         return sig, codegen
 
     return run
-
