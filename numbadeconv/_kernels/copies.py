@@ -82,19 +82,22 @@ def _tile(src, s0, s_step, dst, d0, d_step):
 def transpose(src, s0, s_step, dst, d0, d_step, rows, cols):
     """``dst[d0 + j*d_step + i] = src[s0 + i*s_step + j]`` for ``i < rows``, ``j < cols``.
 
-    In register tiles of lanes x lanes elements (:func:`simd.transpose_tile`), then the rows and
-    columns past the last whole tile one by one.
+    In register tiles of lanes x lanes elements (:func:`simd.transpose_tile`), the last tile of
+    rows (columns) ending at the last row (column), overlapping the one before it (``src`` and
+    ``dst`` are different arrays: those elements are written twice, the same); element by element
+    where the rows or the columns are fewer than a tile. (With the elements past the last whole
+    tiles one by one, strided in ``dst``, a 3x3 64 -> 64 layer's NCHW result of 8 images of
+    64x64 cost 0.9-1.1 ms more than its NHWC one, 11 ms; so, 0.5-0.6.)
     """
     lanes = simd.VECTOR_BYTES // src.itemsize
-    r_tiles = rows - rows % lanes
-    c_tiles = cols - cols % lanes
-    for i in range(0, r_tiles, lanes):
-        for j in range(0, c_tiles, lanes):
-            _tile(src, s0 + i * s_step + j, s_step, dst, d0 + j * d_step + i, d_step)
-    for i in range(r_tiles if c_tiles < cols else 0):  # the tiled rows' last columns
-        for j in range(c_tiles, cols):
-            dst[d0 + j * d_step + i] = src[s0 + i * s_step + j]
-    for i in range(r_tiles, rows):  # the last rows, whole
+    if rows >= lanes and cols >= lanes:
+        for i0 in range(0, rows, lanes):
+            i = min(i0, rows - lanes)
+            for j0 in range(0, cols, lanes):
+                j = min(j0, cols - lanes)
+                _tile(src, s0 + i * s_step + j, s_step, dst, d0 + j * d_step + i, d_step)
+        return
+    for i in range(rows):
         for j in range(cols):
             dst[d0 + j * d_step + i] = src[s0 + i * s_step + j]
 
