@@ -675,7 +675,8 @@ def _transpose(src, s0, s_step, dst, d0, d_step, rows, cols):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_register_tile_transpose(dtype):
-    """Every mix of whole tiles and the rows and columns past them, inside larger strides."""
+    """Whole tiles, last tiles overlapping the ones before, fewer rows or columns than a tile;
+    inside larger strides, nothing written outside the block."""
     rng = np.random.default_rng(5)
     for rows in (0, 1, 3, 4, 7, 8, 9, 16, 19):
         for cols in (0, 1, 3, 4, 7, 8, 9, 16, 19):
