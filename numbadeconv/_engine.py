@@ -5,11 +5,12 @@ which kernel, the padded frame, and a gather index that packs the filters into t
 layout, unless the kernel reads them in place); plans are cached, so a repeated call costs at most
 a padding copy, one gather, one kernel launch and the allocations. Everything here takes
 validated NHWC arrays of one float dtype (float32 or float64; C-contiguous, or the NHWC view of a
-C-contiguous NCHW array, converted in the padding copy) and plain ints, and returns a new NHWC
-array (with ``channels_first``, the NHWC view of a new NCHW array, which the kernels write
-directly; NCHW correlations of unit steps and few channels run on the planar kernel, which reads
-the input's planes as they are). Sizes are TensorFlow's (see :mod:`numbadeconv.sizes`); ``pad``
-is the (top, left) padding of the convolution's input.
+C-contiguous NCHW array, converted in the padding copy unless the outer-product kernel reads it as
+it is) and plain ints, and returns a new NHWC array (with ``channels_first``, the NHWC view of a
+new NCHW array, which the kernels write directly; NCHW correlations of unit steps and few
+channels run on the planar kernel, which reads the input's planes as they are). Sizes are
+TensorFlow's (see :mod:`numbadeconv.sizes`); ``pad`` is the (top, left) padding of the
+convolution's input.
 """
 
 from __future__ import annotations
@@ -127,6 +128,15 @@ UNPADDED_KINDS = ("depthwise", "rowwise", "tiled")
 #: (1024) 0.97, 16x16x256 (2048) 1.02; 3x3 of 256 channels (2304) 0.97; k5 s2 DCGAN transposes
 #: on 16x16 (3200) 1.03-1.11, on 8x8 and 4x4 (6400, 12800) 1.01-1.03, FCN k64 s32 1.03.
 OUTER_UNPADDED_MACS = 1536
+
+#: An NCHW input of the outer-product kernel is read as it is, its runs' elements a channel plane
+#: apart, rather than converted to NHWC first (:func:`_reads_channels_first`), unless its planes
+#: are a multiple of this many bytes: the channels of a pixel then fall in few sets of the
+#: caches. Read as is over converted first, 3x3 layers, 8 images, 2 threads, in-process: 64 ->
+#: 64 on 56x56 0.96, 40x40 0.98, 60x60 0.99; 128 -> 128 on 28x28 1.00; 1x1 512 -> 128 on 28x28
+#: 0.79, 256 -> 64 on 56x56 0.66; planes of 4 KB multiples: 128 -> 128 on 32x32 1.01-1.02,
+#: 64 -> 64 on 64x64 1.15, 32 -> 32 on 128x128 1.13-1.14 (48x48, 9 KB planes: 1.01).
+NCHW_ALIASED_PLANE_BYTES = 4096
 
 #: The depthwise kernel's weight tiles hold about this many elements (a multiple of the channels)
 #: ...
@@ -470,7 +480,7 @@ def _correlation_plan(out_shape, n_ch, src_hw, src_width, groups, frame, rows, c
     if unpadded:
         frame = None
     meta = (n_ch, src_stride[0], src_stride[1], dst_stride[0], dst_stride[1], groups, 0, 0, w_co,
-            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0, block, *src_hw, int(unpadded))
+            w_g, WEIGHT_BLOCK_BYTES, *top_left, tile, 1, 1, 0, block, *src_hw, int(unpadded), 0)
     src_row_bytes = src_stride[0] * src_width * n_ch * 4
     return CorrelationPlan(
         kind=kind,
@@ -761,9 +771,9 @@ def _balanced_blocking(plan: CorrelationPlan, threads: int, images: int, rows: i
 
 
 @functools.lru_cache(maxsize=512)
-def _blocked_meta(plan: CorrelationPlan, threads: int,
-                  channels_first: bool = False) -> tuple[np.ndarray, int]:
-    """``plan.meta`` for a call: the job blocking for ``threads``, the result's layout.
+def _blocked_meta(plan: CorrelationPlan, threads: int, channels_first: bool = False,
+                  src_channels_first: bool = False) -> tuple[np.ndarray, int]:
+    """``plan.meta`` for a call: the job blocking for ``threads``, the layouts.
 
     Returns the meta and the number of jobs.
     """
@@ -813,6 +823,7 @@ def _blocked_meta(plan: CorrelationPlan, threads: int,
     meta[14] = images
     meta[15] = chunk
     meta[16] = channels_first
+    meta[21] = src_channels_first
     jobs = -(-n_images // images) * int(meta[6]) * n_phases
     return meta, jobs * -(-blocks // chunk) if plan.kind == "outer" else jobs
 
@@ -839,7 +850,8 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
             else plan.planar.nhwc and src.flags.c_contiguous):
         _planar_run(plan.planar, src, w, bias, threads, dst, channels_first)
         return nhwc
-    meta, n_jobs = _blocked_meta(plan, threads, channels_first)
+    as_is = _reads_channels_first(plan, src)
+    meta, n_jobs = _blocked_meta(plan, threads, channels_first, as_is)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
         n_packs, pack_size = _pack_shape(plan.pack)
@@ -852,9 +864,26 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
         weights = w.ravel()[plan.weight_index]
     if plan.kind == "depthwise":
         weights, bias = _depthwise_operands(weights, bias, int(meta[0]), int(meta[13]))
-    _launch(_CORRELATE[plan.kind], threads, n_jobs, _padded(src, plan.frame, threads, keep=True),
-            weights, dst, plan.phases, plan.toffs, meta, bias)
+    if as_is:  # its memory as [N, C*H, W]
+        source = src.transpose(0, 3, 1, 2).reshape(src.shape[0], -1, src.shape[2])
+    else:
+        source = _padded(src, plan.frame, threads, keep=True)
+    _launch(_CORRELATE[plan.kind], threads, n_jobs, source, weights, dst, plan.phases,
+            plan.toffs, meta, bias)
     return nhwc
+
+
+def _reads_channels_first(plan: CorrelationPlan, src: np.ndarray) -> bool:
+    """Whether ``plan``'s kernel reads ``src``, the NHWC view of an NCHW array, as it is.
+
+    The outer-product kernel does (its runs' elements a channel plane apart) where it reads the
+    source unpadded, its filters are not packed in pairs (:func:`.outer.pair`), and the planes
+    are not a multiple of NCHW_ALIASED_PLANE_BYTES.
+    """
+    _, h, w, _ = src.shape
+    return bool(plan.kind == "outer" and plan.meta[20] and not src.flags.c_contiguous
+                and plan.pack[1][8] == 1 and h * w * src.itemsize % NCHW_ALIASED_PLANE_BYTES
+                and src.transpose(0, 3, 1, 2).flags.c_contiguous)
 
 
 @functools.lru_cache(maxsize=512)

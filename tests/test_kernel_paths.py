@@ -476,6 +476,57 @@ def test_nchw_layout_conversions(case, dtype, mode, monkeypatch):
                                       dy_nhwc, stride, padding, threads=threads))
 
 
+# The outer-product kernel reads an NCHW input as it is (runs of input channels a plane apart) where
+# it reads the source unpadded, unless its filters are packed in pairs (blocks of 8 of an even
+# number of input channels) or its planes are a multiple of 4 KB (then converted): blocks of 32,
+# 16 and 8 (single elements: odd input channels), groups, strides, dilations, transposes.
+NCHW_AS_IS = [
+    # (x shape NCHW, filter shape, stride, padding, dilation, whether the outer-product kernel
+    # reads conv2d's input and the transpose's as they are)
+    ((2, 64, 9, 11), (3, 3, 64, 32), 1, "SAME", 1, [True, True]),
+    ((2, 5, 12, 10), (3, 3, 5, 7), 1, "VALID", 1, [True]),  # (the transpose: planar kernel)
+    ((1, 48, 13, 14), (3, 3, 16, 96), 2, "SAME", 1, [True, True]),  # 3 groups of 32 channels
+    ((2, 32, 11, 12), (3, 3, 32, 16), 1, [[0, 0], [0, 0], [3, 1], [0, 2]], 2, [True, True]),
+    ((1, 24, 10, 13), (3, 3, 24, 20), 2, "SAME", 1, [False, False]),  # pairs
+    ((1, 32, 32, 32), (3, 3, 32, 32), 1, "SAME", 1, [False, False]),  # 4 KB planes (f64: 8 KB)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", NCHW_AS_IS, ids=str)
+def test_outer_reads_nchw_as_is(case, dtype, mode, monkeypatch):
+    x_shape, w_shape, stride, padding, dilation, as_is = case
+    reads = []
+    decide = _engine._reads_channels_first
+
+    def spy(plan, src):
+        as_is = decide(plan, src)
+        if plan.kind == "outer":
+            reads.append(as_is)
+        return as_is
+
+    monkeypatch.setattr(_engine, "_reads_channels_first", spy)
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    threads = min(mode, nd._jit.numba.config.NUMBA_NUM_THREADS)
+    to_nhwc, to_nchw = (0, 2, 3, 1), (0, 3, 1, 2)
+    kw = {"dilations": dilation, "threads": threads}
+    y = nd.conv2d(x, w, stride, padding, data_format="NCHW", **kw)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = nd.conv2d_transpose(dy, w, x_shape, stride, padding, data_format="NCHW", **kw)
+    assert reads == as_is
+    # the same sums in the same order as from NHWC memory
+    nhwc_padding = padding if isinstance(padding, str) else [padding[i] for i in to_nhwc]
+    x_nhwc = np.ascontiguousarray(x.transpose(to_nhwc))
+    np.testing.assert_array_equal(y, nd.conv2d(x_nhwc, w, stride, nhwc_padding, **kw
+                                               ).transpose(to_nchw))
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(dx, reference_conv2d_transpose(
+        np.ascontiguousarray(dy.transpose(to_nhwc)), w, x_nhwc.shape, stride, nhwc_padding,
+        dilations=dilation).transpose(to_nchw), rtol=tol, atol=tol)
+
+
 # NCHW correlations of unit steps and few channels read the input's planes and write the
 # result's (the planar kernel): rows shorter than a tile, of whole tiles and longer (a last tile
 # that overlaps the one before it), dilations, padding wider than the kernel, more input channels

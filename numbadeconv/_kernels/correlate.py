@@ -21,17 +21,19 @@ offsets start in ``toffs``), WS (tiled kernel: where the phase's T*U weight-tap 
 adjacent columns and their weights adjacent too, so that the taps x channels of one output pixel
 are one contiguous span of ``src`` and of ``weights``). ``meta`` (int64) is
 ``[C, ssh, ssw, rs, cs, groups, n_blocks, rows, w_co, w_g, w_bytes, top, left, tile, images,
-chunk, channels_first, block, height, width, unpadded]``: each job computes ``rows``
-consecutive rows (block ``b`` of ``n_blocks``) of one phase of one image; ``w_co`` and ``w_g``
-are the tiled kernel's weight strides between output channels and between groups, ``w_bytes``
-the size of the block of weights it keeps in cache while sweeping a row block's pixels; ``top``,
-``left``, ``height`` and ``width`` where the source itself lies in the zero-padded frame that
-the tap offsets assume, ``unpadded`` 1 when ``src`` is the source itself rather than that frame
-(always for the depthwise and row-wise kernels, which skip the taps outside it; the tiled and
-outer-product kernels skip the runs that read only zeros in either: :mod:`.segments`), ``tile``
-the depthwise kernel's weight tile length, ``images``, ``chunk`` and ``block`` the outer-product
-kernel's images and channel blocks per job and output channels per block (:mod:`.outer`),
-``channels_first`` the layout of ``dst``.
+chunk, channels_first, block, height, width, unpadded, src_channels_first]``: each job
+computes ``rows`` consecutive rows (block ``b`` of ``n_blocks``) of one phase of one image;
+``w_co`` and ``w_g`` are the tiled kernel's weight strides between output channels and between
+groups, ``w_bytes`` the size of the block of weights it keeps in cache while sweeping a row
+block's pixels; ``top``, ``left``, ``height`` and ``width`` where the source itself lies in the
+zero-padded frame that the tap offsets assume, ``unpadded`` 1 when ``src`` is the source itself
+rather than that frame (always for the depthwise and row-wise kernels, which skip the taps
+outside it; the tiled and outer-product kernels skip the runs that read only zeros in either:
+:mod:`.segments`), ``tile`` the depthwise kernel's weight tile length, ``images``, ``chunk``
+and ``block`` the outer-product kernel's images and channel blocks per job and output channels
+per block (:mod:`.outer`), ``channels_first`` the layout of ``dst``, ``src_channels_first`` 1
+when ``src`` is an NCHW source as it is (the outer-product kernel's, unpadded:
+:func:`src_layout`).
 
 Four kernels run these jobs, each jobs ``first`` to ``last`` (``X_serial``; :mod:`.parallel`
 spreads all jobs over threads): the outer-product one (:mod:`.outer`), for channel-rich layers;
@@ -86,6 +88,20 @@ def out_layout(dst, meta):
 
 
 @kernel(internal=True)
+def src_layout(src, meta):
+    """``src``'s element strides (image, row, column, channel).
+
+    ``src`` is ``[N, Hs, Ws*C]`` (NHWC, last two axes merged), or, when ``meta[21]`` is 1, the
+    NCHW source itself as ``[N, C*H, W]`` (``H``, ``W``: ``meta[18]``, ``meta[19]``), which
+    the outer-product kernel reads without a layout conversion.
+    """
+    if meta[21]:
+        plane = meta[18] * meta[19]
+        return meta[0] * plane, meta[19], 1, plane
+    return src.shape[1] * src.shape[2], src.shape[2], meta[0], 1
+
+
+@kernel(internal=True)
 def _inside(off, ssw, width, nq):
     """The pixels ``[q_lo, q_hi)`` of ``nq`` whose source column ``q*ssw + off`` is inside.
 
@@ -97,20 +113,20 @@ def _inside(off, ssw, width, nq):
 
 
 @kernel(internal=True)
-def _tap_runs(phases, toffs, p, n_ch, cig, row_len, tap_x, tap_w):
+def _tap_runs(phases, toffs, p, merged, col_len, cig, row_len, tap_x, tap_w):
     """Fill in phase ``p``'s runs; returns (number of runs, elements per run).
 
-    A run is what one output pixel reads for one tap (``cig`` input channels), or for all ``U``
-    taps of a tap row when the phase is MERGED. ``tap_x[k]``: run ``k``'s source offset from the
-    pixel's first element (source rows ``row_len`` elements apart); ``tap_w[k]``: its weight
-    offset (from the phase's WS entries of ``toffs``). Both hold at least T*U entries.
+    A run is what one output pixel reads for one tap (``cig`` input channels), or with
+    ``merged`` (the phase is MERGED and the source NHWC) for all ``U`` taps of a tap row.
+    ``tap_x[k]``: run ``k``'s source offset from the pixel's first element (source rows
+    ``row_len`` elements apart, columns ``col_len``); ``tap_w[k]``: its weight offset (from the
+    phase's WS entries of ``toffs``). Both hold at least T*U entries.
     """
     nt, nu, th, tw, ws = phases[p, T], phases[p, U], phases[p, TH], phases[p, TW], phases[p, WS]
-    merged = phases[p, MERGED] != 0
     n_runs = 0 if nu == 0 else (1 if merged else nu)
     for t in range(nt):
         for r in range(n_runs):
-            tap_x[t * n_runs + r] = toffs[th + t] * row_len + toffs[tw + r] * n_ch
+            tap_x[t * n_runs + r] = toffs[th + t] * row_len + toffs[tw + r] * col_len
             tap_w[t * n_runs + r] = toffs[ws + t * nu + r]
     return nt * n_runs, nu * cig if merged else cig
 

@@ -27,7 +27,10 @@ the same taps, each in tiles of its own (:mod:`.segments`; small images lose mos
 4x4x1024 DCGAN transpose, 28 % of its taps). A segment's pixels past its whole tiles go in small
 tiles (:func:`small_tile_pixels`) rather than in one more whole tile that repeats its last pixel
 (the one-pixel columns at a ResNet layer's left and right edges). When ``meta[20]`` is 1, ``src``
-is the source itself, not the padded frame (no padded copy of the input).
+is the source itself, not the padded frame (no padded copy of the input); when ``meta[21]`` is 1
+too, an NCHW source as it is (no layout conversion): a tap's run is then its input channels, a
+plane apart, one element per broadcast (no merged runs, no pairs), at the same speed where the
+planes do not map a pixel's channels to few sets of the caches (``_engine``).
 """
 
 import numpy as np
@@ -38,7 +41,7 @@ from numba.extending import intrinsic, register_jitable
 
 from .._jit import kernel
 from . import copies, segments, simd
-from .correlate import MERGED, M, U, _tap_runs, out_layout
+from .correlate import MERGED, M, U, _tap_runs, out_layout, src_layout
 from .simd import CHECK_BOUNDS
 
 #: Vector registers (AVX2's) of a tile of fewer than WIDE vectors per pixel: its accumulators,
@@ -131,7 +134,8 @@ def small_tile_pixels(block, itemsize, n_pair):
                max(1, SMALL_TILE_ACCUMULATORS // _pixel_vectors(block, itemsize, n_pair)))
 
 
-def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool = False):
+def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: bool = False,
+                inline: bool = False):
     """The micro-kernel of ``block`` output channels, ``n_pair`` elements per broadcast.
 
     ``run(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first, dst, out,
@@ -148,8 +152,11 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
     offsets. With ``first`` a tile starts from the bias ``b[:B]`` instead of ``acc``; with
     ``direct`` it ends in ``dst[out[xs + p] + d_add:]`` instead of ``acc``. ``strided``: ``run``
     takes ``x_step`` and ``w_step`` instead of ``n_small`` (no small tiles), and element ``k`` of
-    a run is at ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (single elements, no pairs). All
-    offsets are in bounds.
+    a run is at ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (single elements, no pairs: the
+    filter gradient's and the planar kernel's runs); ``x_strided``: ``run`` takes ``x_step``
+    after ``n_small``, element ``k`` at ``k*x_step`` in ``x`` and ``k*B`` in ``w`` (single
+    elements: the runs of an NHWC source, step 1, or an NCHW one, a plane). All offsets are in
+    bounds.
 
     The tiles' code is a function of its own in the calling kernel's module, compiled in AVX2's
     16 vector registers (:func:`.simd.vex_only`) unless its tiles are :data:`WIDE`, and unless
@@ -180,13 +187,15 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
 
     def tile_function(context, module, dtype, pointer_types):
         """The tiles' code, as a function of its own in ``module`` (emitted once per module)."""
-        name = f"numbadeconv.outer_runs.{block}.{n_pair}.{int(strided)}.{int(inline)}.{dtype}"
+        name = (f"numbadeconv.outer_runs.{block}.{n_pair}.{int(strided)}.{int(x_strided)}."
+                f"{int(inline)}.{dtype}")
         found = module.globals.get(name)
         if found is not None:
             return found
         flag = ir.IntType(1)
         function = ir.Function(module, ir.FunctionType(
-            ir.VoidType(), [*pointer_types, flag, flag, *[simd.I64] * (4 + 1 + strided)]), name)
+            ir.VoidType(), [*pointer_types, flag, flag,
+                            *[simd.I64] * (4 + 1 + strided + x_strided)]), name)
         function.linkage = "internal"
         function.attributes.add("alwaysinline" if inline else "noinline")
         builder = ir.IRBuilder(function.append_basic_block("entry"))
@@ -247,8 +256,12 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
                     run_w = v.at(w_p, builder.load(builder.gep(rw_p, [r])))
                     rows = [v.at(pixel, run_x) for pixel in pixels]
                     # steps between consecutive elements (pairs) of a run, in x and in w
-                    x_step, w_step = rest if strided else (ir.Constant(simd.I64, n_pair),
-                                                           ir.Constant(simd.I64, block * n_pair))
+                    x_step, w_step = (ir.Constant(simd.I64, n_pair),
+                                      ir.Constant(simd.I64, block * n_pair))
+                    if strided:
+                        x_step, w_step = rest
+                    elif x_strided:
+                        x_step = rest[1]
                     n_steps = builder.sdiv(span_v, ir.Constant(simd.I64, n_pair))
                     with cgutils.for_range(builder, n_steps) as steps:
                         k = steps.index
@@ -282,6 +295,15 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
         builder.ret_void()
         return function
 
+    if x_strided:
+        @intrinsic
+        def run_x_strided(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span,
+                          b, first, dst, out, d_add, direct, n_tiles, n_small, x_step):
+            return types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b,
+                              first, dst, out, d_add, direct, n_tiles, n_small, x_step), codegen
+
+        return run_x_strided
+
     if strided:
         @intrinsic
         def run_strided(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span,
@@ -300,12 +322,14 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, inline: bool
     return run
 
 
-_runs32 = _outer_runs(32)
-_runs16 = _outer_runs(16)
+#: This kernel's: blocks of 32, 16 and 8 channels over runs of any steps (an NHWC source's
+#: elements adjacent, an NCHW source's a plane apart), and blocks of 8 over pairs.
+_runs32 = _outer_runs(32, x_strided=True)
+_runs16 = _outer_runs(16, x_strided=True)
+_runs8_single = _outer_runs(8, x_strided=True)
 _runs8 = _outer_runs(8, 2)
-_runs8_single = _outer_runs(8)
-#: Blocks of 32, 16 and 8 channels over runs of any steps, no pairs: the filter gradient's, and
-#: inlined, the planar kernel's.
+#: Blocks of 32, 16 and 8 channels over runs of any steps, no small tiles: the filter
+#: gradient's, and inlined, the planar kernel's.
 runs32_strided = _outer_runs(32, strided=True)
 runs16_strided = _outer_runs(16, strided=True)
 runs8_strided = _outer_runs(8, strided=True)
@@ -371,6 +395,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     cig = n_ch // groups
     d_flat = dst.reshape(-1)
     _, n_cols, n_out, s_img, s_row, s_col, s_ch = out_layout(dst, meta)
+    _, x_row, x_col, x_ch = src_layout(src, meta)  # x_ch 1 (NHWC) or a plane (NCHW)
     adjacent = meta[4] * s_col == 1  # a row's pixels adjacent in dst (an NCHW convolution)
     lanes = simd.VECTOR_BYTES // dst.itemsize
     cog = n_out // groups
@@ -385,8 +410,8 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
         n_lo, n_hi, p, m_lo, m_hi, b_lo, b_hi = _outer_job(phases, meta, groups * blocks,
                                                              dst.shape[0], job)
         nu = phases[p, U]
-        n_taps, span = _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
-        merged = phases[p, MERGED] != 0
+        merged = phases[p, MERGED] != 0 and x_ch == 1
+        n_taps, span = _tap_runs(phases, toffs, p, merged, x_col, cig, x_row, tap_x, tap_w)
         per_row = 1 if merged else nu  # runs per row tap
         # a pass takes runs whose weights fit in CHUNK_BYTES, or a chunk of one run
         most = max(1, CHUNK_BYTES // (block * dst.itemsize))
@@ -443,7 +468,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                     for c0 in range(max(0, first_e - first_e % chunk), end_e, chunk):
                         e_lo, e_hi = max(c0, first_e), min(c0 + chunk, end_e)
                         for j in range(np.uint64(xs), np.uint64(xs + n_slots)):
-                            xo[j] = base[j] + g * cig + e_lo
+                            xo[j] = base[j] + (g * cig + e_lo) * x_ch
                         wc = w0 + e_lo * block
                         t = t_lo
                         while t < t_hi:
@@ -456,15 +481,15 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             if CHECK_BOUNDS:  # every slot's runs, accumulators and result
                                 check_runs(acc, ao, flat, xo, xs, n_slots, tap_x, tap_w, lo, hi,
                                            weights, wc, e_hi - e_lo, b_block, d_flat, out, d_add,
-                                           end, block, n_pair, n_pair, block * n_pair)
+                                           end, block, n_pair, n_pair * x_ch, block * n_pair)
                             if block == 32:
                                 _runs32(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                        n_tiles, n_rest)
+                                        n_tiles, n_rest, x_ch)
                             elif block == 16:
                                 _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                        n_tiles, n_rest)
+                                        n_tiles, n_rest, x_ch)
                             elif n_pair == 2:
                                 _runs8(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                        e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
@@ -472,7 +497,7 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             else:
                                 _runs8_single(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi,
                                               weights, wc, e_hi - e_lo, b_block, begin, d_flat,
-                                              out, d_add, end, n_tiles, n_rest)
+                                              out, d_add, end, n_tiles, n_rest, x_ch)
                             begin = False
                 if direct and reads:
                     continue

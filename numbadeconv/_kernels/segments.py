@@ -14,7 +14,7 @@ then no tile reads outside it, and no padded copy of the input is made.
 import numpy as np
 
 from .._jit import kernel
-from .correlate import C0, R0, TH, TW, Q, T, U
+from .correlate import C0, R0, TH, TW, Q, T, U, src_layout
 
 #: What a segment of a job's pixels costs beyond its tiles' work, in elements of a pixel's
 #: reduction (about as many cycles): a job splits its pixels into segments that skip the taps
@@ -92,8 +92,9 @@ def split(src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_c
           n_small, cig, m_ranges, q_ranges):
     """The pixels of images ``n_lo`` to ``n_hi``, rows ``m_lo`` to ``m_hi`` of phase ``p``.
 
-    ``src`` ``[N, H, W*C]`` (the padded frame, or the source itself: ``meta[20]``); ``s_img``,
-    ``s_row`` and ``s_col`` the result's element strides (:func:`.correlate.out_layout`).
+    ``src`` ``[N, H, W*C]`` (the padded frame, or the source itself: ``meta[20]``), or an NCHW
+    source (:func:`.correlate.src_layout`); ``s_img``, ``s_row`` and ``s_col`` the result's
+    element strides (:func:`.correlate.out_layout`).
     Scratch ``m_ranges`` ``[3, >= m_hi - m_lo + 3]`` and ``q_ranges`` ``[3, >= Q + 3]`` int64
     receive the runs of rows and columns (:func:`_tap_ranges`). Returns ``(m_first, n_rc,
     q_first, n_cc, seg_slots, base, out)``: segment ``s`` (of ``n_rc * n_cc``) is the rows of run
@@ -105,7 +106,8 @@ def split(src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_c
     of ``n_small`` (:func:`slots`). A segment's pixels go image by image, row by row; its last
     tile repeats its last pixel.
     """
-    n_ch, ssh, ssw, rs, cs = meta[0], meta[1], meta[2], meta[3], meta[4]
+    ssh, ssw, rs, cs = meta[1], meta[2], meta[3], meta[4]
+    x_img, x_row, x_col, _ = src_layout(src, meta)
     top, left, height, width = meta[11], meta[12], meta[18], meta[19]
     unpadded = meta[20] != 0
     # where the frame's row and column 0 lie in src: (0, 0) in the padded frame itself
@@ -140,11 +142,10 @@ def split(src, meta, phases, toffs, p, n_lo, n_hi, m_lo, m_hi, s_img, s_row, s_c
         seg_slots[s] = i
         for n in range(n_lo, n_hi):
             for m in range(m_ranges[0, rc], m_ranges[0, rc + 1]):
-                x_row = ((n * src.shape[1] + m * ssh - origin_row) * src.shape[2]
-                         - origin_col * n_ch)
+                x_at = n * x_img + (m * ssh - origin_row) * x_row - origin_col * x_col
                 d_row = n * s_img + (phases[p, R0] + m * rs) * s_row + phases[p, C0] * s_col
                 for q in range(q_ranges[0, cc], q_ranges[0, cc + 1]):
-                    base[np.uint64(i)] = x_row + q * ssw * n_ch  # unsigned: no wraparound
+                    base[np.uint64(i)] = x_at + q * ssw * x_col  # unsigned: no wraparound
                     out[np.uint64(i)] = d_row + q * cs * s_col
                     i += 1
         end = seg_slots[s] + slots(i - seg_slots[s], n_pix, n_small)

@@ -192,8 +192,8 @@ def tiled_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
     for job in range(first, last):
         n, p, m_lo, m_hi, _, nt, nu, _, _, _ = _job(phases, meta, job)
         # the phase's runs, of which each segment takes its own (_segment_runs)
-        _tap_runs(phases, toffs, p, n_ch, cig, src.shape[2], tap_x, tap_w)
         merged = phases[p, MERGED] != 0
+        _tap_runs(phases, toffs, p, merged, n_ch, cig, src.shape[2], tap_x, tap_w)
         m_first, n_rc, q_first, n_cc, seg_slots, base, out = segments.split(
             src, meta, phases, toffs, p, n, n + 1, m_lo, m_hi, s_img, s_row, s_col, n_pix, n_pix,
             cig, m_ranges, q_ranges)  # (tiles of n_pix only: seg_slots are whole tiles)
