@@ -823,7 +823,8 @@ def _blocked_meta(plan: CorrelationPlan, threads: int, channels_first: bool = Fa
     meta[14] = images
     meta[15] = chunk
     meta[16] = channels_first
-    meta[21] = src_channels_first
+    if src_channels_first:
+        meta[21] = 1
     jobs = -(-n_images // images) * int(meta[6]) * n_phases
     return meta, jobs * -(-blocks // chunk) if plan.kind == "outer" else jobs
 
@@ -850,7 +851,7 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
             else plan.planar.nhwc and src.flags.c_contiguous):
         _planar_run(plan.planar, src, w, bias, threads, dst, channels_first)
         return nhwc
-    as_is = _reads_channels_first(plan, src)
+    as_is = plan.kind == "outer" and _reads_channels_first(plan, src)
     meta, n_jobs = _blocked_meta(plan, threads, channels_first, as_is)
     if plan.pack is not None:
         bases, pack_meta = plan.pack
@@ -874,15 +875,16 @@ def correlate_run(plan: CorrelationPlan, src: np.ndarray, w: np.ndarray,
 
 
 def _reads_channels_first(plan: CorrelationPlan, src: np.ndarray) -> bool:
-    """Whether ``plan``'s kernel reads ``src``, the NHWC view of an NCHW array, as it is.
+    """Whether the outer-product kernel of ``plan`` reads ``src`` as it is.
 
-    The outer-product kernel does (its runs' elements a channel plane apart) where it reads the
-    source unpadded, its filters are not packed in pairs (:func:`.outer.pair`), and the planes
-    are not a multiple of NCHW_ALIASED_PLANE_BYTES.
+    It does (its runs' elements a channel plane apart) where ``src`` is the NHWC view of an NCHW
+    array, the kernel reads the source unpadded, its filters are not packed in pairs
+    (:func:`.outer.pair`), and the planes are not a multiple of NCHW_ALIASED_PLANE_BYTES.
     """
+    if not plan.meta[20] or src.flags.c_contiguous:
+        return False
     _, h, w, _ = src.shape
-    return bool(plan.kind == "outer" and plan.meta[20] and not src.flags.c_contiguous
-                and plan.pack[1][8] == 1 and h * w * src.itemsize % NCHW_ALIASED_PLANE_BYTES
+    return bool(plan.pack[1][8] == 1 and h * w * src.itemsize % NCHW_ALIASED_PLANE_BYTES
                 and src.transpose(0, 3, 1, 2).flags.c_contiguous)
 
 
