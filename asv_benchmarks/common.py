@@ -139,6 +139,9 @@ CASES: dict[str, Case] = {
     # bottleneck's 1x1 conv 28x28x512 -> 128 (a plain matrix product).
     "resnet_14x14x256_b8": Case((8, 14, 14, 256), (3, 3, 256, 256), slow=True),
     "resnet_1x1_28x28x512_b8": Case((8, 28, 28, 512), (1, 1, 512, 128), slow=True),
+    # ... the bottleneck in NCHW (the outer-product kernel reads its input as it is).
+    "resnet_1x1_28x28x512_b8_nchw": Case((8, 28, 28, 512), (1, 1, 512, 128),
+                                         data_format="NCHW", slow=True),
     # DCGAN generator (k5 s2 SAME), batch 16 / 64; names read as the transpose does.
     "dcgan_4to8_b16":      Case((16, 8, 8, 512), (5, 5, 512, 1024), strides=2, slow=True),
     "dcgan_8to16_b16":     Case((16, 16, 16, 256), (5, 5, 256, 512), strides=2, slow=True,
@@ -176,7 +179,8 @@ CASES: dict[str, Case] = {
 
 CONV2D_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
                 "resnet_56x56x64_b8", "resnet_56x56x64_b8_nchw", "resnet_14x14x256_b8",
-                "resnet_1x1_28x28x512_b8", "mobilenet_dw_112x112x32_b8",
+                "resnet_1x1_28x28x512_b8", "resnet_1x1_28x28x512_b8_nchw",
+                "mobilenet_dw_112x112x32_b8",
                 "mobilenet_dw_s2_112x112x64_b8", "few_ch_64x64x8_b4", "sparse_coding_k11_b8",
                 "first_layer_1to32_b16", "first_layer_3to32_b16_nchw", "rgb_deblur_dw_k15_512"]
 TRANSPOSE_CASES = ["tutorial_5x5", "tutorial_6x6", "image_512_k3s2", "vae_dec_f64",
