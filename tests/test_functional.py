@@ -213,10 +213,14 @@ def test_depthwise(multiplier, stride, rng):
 
 # PyTorch's weights are read in place (no conversion to TensorFlow's layout): each kernel's
 # reading of them (the plans' kinds, for conv2d and conv_transpose2d)
+AVX512 = pytest.mark.skipif(simd.REGISTERS < 32, reason="blocks of 4 vectors: AVX-512's registers")
+
+
 @pytest.mark.parametrize("cin, cout, k, groups, kinds, dtype", [
-    (32, 32, 3, 1, ["outer 16"], np.float64),
-    pytest.param(32, 64, 3, 1, ["outer 32"], np.float32, marks=pytest.mark.skipif(
-        simd.REGISTERS < 32, reason="blocks of 32 need AVX-512's registers")),
+    (32, 48, 3, 1, ["outer 16"], np.float64),
+    pytest.param(32, 32, 3, 1, ["outer 32"], np.float64, marks=AVX512),  # 4 zmm
+    pytest.param(32, 32, 3, 1, ["outer 32"], np.float32, marks=AVX512),  # 4 ymm
+    pytest.param(32, 64, 3, 1, ["outer 64"], np.float32, marks=AVX512),  # 4 zmm
     (16, 32, 3, 2, ["outer 16"], np.float64),
     (6, 8, 3, 1, ["outer 8"], np.float64),
     (64, 3, 1, 1, ["tiled in place", "tiled packed"], np.float64),

@@ -46,7 +46,7 @@ CASES = {
     "tiled, padding wider than the kernel": ((1, 6, 7, 40), (3, 3, 40, 2), 1,
                                              [[0, 0], [4, 5], [3, 4], [0, 0]], 1),
     "tiled, one channel, kernel wider than the image": ((2, 3, 4, 32), (7, 7, 32, 1), 1,
-                                                         "SAME", 1),
+                                                         "SAME", 2),
     "tiled, one channel, dilated, wide padding": ((1, 9, 8, 24), (3, 3, 24, 1), 1,
                                                   [[0, 0], [5, 2], [1, 6], [0, 0]], 2),
     "outer, partial channel block": ((2, 7, 11, 20), (3, 3, 20, 37), 1, "SAME", 1),  # 5 x 8
@@ -57,6 +57,10 @@ CASES = {
     "outer, odd input channels, few outputs": ((2, 9, 10, 5), (3, 3, 5, 7), 2, "SAME", 1),
     "outer, blocks of 8, grouped, 1x1": ((1, 6, 7, 12), (1, 1, 4, 6), 1, "VALID", 1),
     "outer, two channels": ((1, 7, 9, 2), (5, 5, 2, 2), 1, "SAME", 1),
+    # blocks of 4 AVX-512 vectors (64 float32, 32 float64 channels) where the target has them
+    "outer, blocks of 4 wide vectors": ((2, 7, 11, 24), (3, 3, 24, 64), 1, "SAME", 1),
+    "outer, two blocks of 4 wide vectors, dilated": ((1, 9, 13, 32), (3, 3, 32, 128), 1,
+                                                     "SAME", 2),
     # pixels whose taps read zero padding: rows and columns split into segments that skip them
     # (long reductions), or not (short ones); rows and columns that read padding only
     "outer, small image, taps skipped": ((2, 4, 5, 256), (5, 5, 256, 32), 2, "SAME", 1),
@@ -136,6 +140,8 @@ def test_every_op_matches_reference(name, mode):
 
 @pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
                                   "outer, blocks of 8", "outer, two channels",
+                                  "outer, blocks of 4 wide vectors",
+                                  "outer, two blocks of 4 wide vectors, dilated",
                                   "outer, small image, taps skipped",
                                   "outer, odd input channels, few outputs",
                                   "tiled, explicit asymmetric", "tiled, one output channel",
@@ -219,7 +225,7 @@ def test_job_blocking_for_many_threads(name, many_threads):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("cin, cout", [(24, 32), (12, 16), (6, 8), (5, 8)])
+@pytest.mark.parametrize("cin, cout", [(20, 64), (24, 32), (12, 16), (6, 8), (5, 8)])
 def test_outer_small_tiles(cin, cout, dtype, mode):
     """Segments of every size past whole tiles: small tiles, whole ones, or both; every block."""
     rng = np.random.default_rng(cin)
@@ -276,7 +282,8 @@ def test_cases_cover_every_kernel():
                 kinds.add(("tiled", "one output channel per group"))
             if plan.kind == "outer" and plan.pack[1][8] == 1 and plan.meta[17] == 8:
                 kinds.add(("outer", "8, single elements"))
-    wide = {("outer", 32)} if simd.REGISTERS == 32 else set()  # float32 blocks of 32
+    # float32 blocks of 32 and 64 (the cases' plans are float32's)
+    wide = {("outer", 32), ("outer", 64)} if simd.REGISTERS == 32 else set()
     assert {("outer", 16), ("outer", 8), ("tiled", True), ("tiled", False), ("depthwise", False),
             ("rowwise", False), ("fill", True), ("tiled", "one output channel per group"),
             ("outer", "8, single elements"), *wide} <= kinds

@@ -4,7 +4,8 @@ The same phase table and tap runs as the ``tiled`` kernel of
 :mod:`numbadeconv._kernels.correlate` (read its docstring), with packed weights
 ``[G, n_blocks, all taps, cig, B]``: for each tap and input channel, ``B`` consecutive output
 channels (zero past ``cog``), ``B = meta[17]``: 16, 8 where that pads a group's output channels
-less, 32 for float32 where the target has AVX-512's registers (:func:`block_width`). The toffs
+less, where the target has AVX-512's registers 4 of its vectors (64 float32, 32 float64) or 32
+float32 (:func:`block_width`). The toffs
 entries from a phase's WS column on are its taps' offsets within a block (``tap * cig * B``),
 ``meta[8]`` and ``meta[9]`` the block and group strides. A job is a block of rows of one phase,
 for ``meta[14]`` images and ``meta[15]`` channel blocks: images are grouped so that the weights
@@ -15,7 +16,8 @@ A tile is P pixels x B output channels held in vector registers, P as large as t
 allow beside the block's weight vectors and a broadcast (:func:`tile_pixels`): in AVX2's 16,
 float32 6 pixels x 2 vectors, of 8 channels for B = 16 and of 4 channels x 2 elements for B = 8
 (12 pixels x 1 vector of 8 channels where the input channels are odd: :func:`pair`); tiles of 4
-vectors (float32 B = 32, float64 B = 16) 6 pixels in AVX-512's 32, else 2. For each input
+vectors (float32 B = 32, float64 B = 16; and of AVX-512's vectors of 64 bytes, float32 B = 64,
+float64 B = 32: :func:`vector_bytes`) 6 pixels in AVX-512's 32, else 2. For each input
 element the tile does one broadcast per pixel and one fused multiply-add per accumulator; the
 accumulators stay in registers over all the runs (taps) of a pixel (in passes of at most
 CHUNK_BYTES of weights), start from the bias and, for full blocks of an NHWC result, end in the
@@ -65,13 +67,16 @@ MAX_PIXELS = 12
 CHUNK_BYTES = 1024 * 1024
 
 
-def block_width(cig: int, cog: int, itemsize: int) -> int:
-    """Output channels per block for groups of ``cig`` -> ``cog`` channels: 8, 16 or 32.
+def block_width(cig: int, cog: int, itemsize: int, widest: bool = True) -> int:
+    """Output channels per block for groups of ``cig`` -> ``cog`` channels: 8 to 64.
 
-    For elements of ``itemsize`` bytes: 32 (float32) where the channels are whole blocks of 32
-    and the target has the registers for tiles of :data:`WIDE` vectors (:data:`.simd.REGISTERS`):
-    tiles of 6 pixels x 32 channels load a broadcast for every 4 vectors of multiply-adds, not
-    2 (channel-rich layers 0.88-0.98 of the time of blocks of 16, on one thread and on two; the
+    For elements of ``itemsize`` bytes, where the target has the registers for tiles of
+    :data:`WIDE` vectors (AVX-512's, :data:`.simd.REGISTERS`) and the channels are whole blocks
+    of them: with ``widest``, 4 of AVX-512's vectors (64 float32, 32 float64: tiles of 6 pixels x
+    4 ``zmm`` registers, :func:`vector_bytes`; a kernel-only test of 3x3 64 -> 64 jobs on 56x56,
+    229-230 GFLOP/s against 226-227 in blocks of 32, on 28x28x256 232 against 230), else 4
+    AVX2 vectors of float32 (32: a broadcast for every 4 vectors of multiply-adds, not 2;
+    channel-rich layers 0.88-0.98 of the time of blocks of 16, on one thread and on two; the
     first layer, 1 -> 32, 0.79-0.85). Else 8 where that pads fewer channels than 16 would (8 or
     fewer, 24, 40, ...): a tile of either does about as many multiply-adds per vector of
     weights loaded, so the one with fewer padding channels does less work (24 channels:
@@ -79,10 +84,20 @@ def block_width(cig: int, cog: int, itemsize: int) -> int:
     Float64 blocks of 16 are 4 vectors already (6 pixels of them in 32 registers; a VAE
     decoder layer's 0.92-0.96 of the time of blocks of 32, 2 pixels x 8 vectors).
     """
-    wide = WIDE * simd.VECTOR_BYTES // itemsize
-    if simd.REGISTERS >= 32 and wide > 16 and cog % wide == 0:
-        return wide
+    if simd.REGISTERS >= 32:
+        for vector in (simd.WIDE_VECTOR_BYTES, simd.VECTOR_BYTES)[0 if widest else 1:]:
+            wide = WIDE * vector // itemsize
+            if wide > 16 and cog % wide == 0:
+                return wide
     return 8 if -(-cog // 8) * 8 < -(-cog // 16) * 16 else 16
+
+
+@register_jitable
+def vector_bytes(block, itemsize):
+    """Bytes per vector of the tiles of ``block`` channels: AVX-512's for blocks of 4 of them."""
+    if block * itemsize >= WIDE * simd.WIDE_VECTOR_BYTES:
+        return simd.WIDE_VECTOR_BYTES
+    return simd.VECTOR_BYTES
 
 
 @register_jitable
@@ -100,7 +115,7 @@ def pair(block, cig):
 @register_jitable
 def _pixel_vectors(block, itemsize, n_pair):
     """Vector registers of a tile's pixel: ``block`` channels of ``n_pair`` elements each."""
-    return block * n_pair * itemsize // simd.VECTOR_BYTES
+    return block * n_pair * itemsize // vector_bytes(block, itemsize)
 
 
 @register_jitable
@@ -201,13 +216,13 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: b
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         (acc_0, x_p, xo_0, rx_p, rw_p, w_p, b_p, d_p, out_0, first_v, direct_v, r_lo_v,
          r_hi_v, span_v, n_tiles_v, *rest) = function.args
-        v = simd.Vectors(context, builder, dtype)
+        itemsize = 4 if dtype == types.float32 else 8
+        v = simd.Vectors(context, builder, dtype, vector_bytes(block, itemsize))
         lanes = v.lanes
         n_out = block // lanes  # vectors of a pixel's channels in acc, b and dst
         n_vec = n_out * n_pair  # ... and in registers
         if not inline and n_vec < WIDE:
             simd.vex_only(context, function)
-        itemsize = simd.VECTOR_BYTES // lanes
         n_pix = tile_pixels(block, itemsize, n_pair)
         zero = ir.Constant(v.type, None)
 
@@ -322,8 +337,9 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: b
     return run
 
 
-#: This kernel's: blocks of 32, 16 and 8 channels over runs of any steps (an NHWC source's
-#: elements adjacent, an NCHW source's a plane apart), and blocks of 8 over pairs.
+#: This kernel's: blocks of 64 to 8 channels over runs of any steps (an NHWC source's elements
+#: adjacent, an NCHW source's a plane apart), and blocks of 8 over pairs.
+_runs64 = _outer_runs(64, x_strided=True)
 _runs32 = _outer_runs(32, x_strided=True)
 _runs16 = _outer_runs(16, x_strided=True)
 _runs8_single = _outer_runs(8, x_strided=True)
@@ -482,7 +498,11 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                                 check_runs(acc, ao, flat, xo, xs, n_slots, tap_x, tap_w, lo, hi,
                                            weights, wc, e_hi - e_lo, b_block, d_flat, out, d_add,
                                            end, block, n_pair, n_pair * x_ch, block * n_pair)
-                            if block == 32:
+                            if block == 64:
+                                _runs64(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
+                                        e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
+                                        n_tiles, n_rest, x_ch)
+                            elif block == 32:
                                 _runs32(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
                                         n_tiles, n_rest, x_ch)

@@ -20,6 +20,10 @@ from numba.extending import intrinsic
 #: Bytes per vector register (AVX2; the 16 ``ymm`` registers the micro-kernels are sized for).
 VECTOR_BYTES = 32
 
+#: Bytes per vector of the outer-product kernel's widest tiles where the target has AVX-512
+#: (``zmm``; :func:`.outer.vector_bytes`).
+WIDE_VECTOR_BYTES = 64
+
 #: Numba's bounds checking does not reach the vector loads and stores of these intrinsics; under
 #: ``NUMBA_BOUNDSCHECK=1`` their callers check every run before it starts instead.
 CHECK_BOUNDS = bool(numba.config.BOUNDSCHECK)
@@ -91,11 +95,14 @@ def lanes(dtype) -> int:
 
 
 class Vectors:
-    """IR building blocks for vectors of ``dtype`` inside one intrinsic's ``codegen``."""
+    """IR building blocks for vectors of ``dtype`` inside one intrinsic's ``codegen``.
 
-    def __init__(self, context, builder, dtype):
+    Vectors of ``vector_bytes``: VECTOR_BYTES, or WIDE_VECTOR_BYTES on targets with AVX-512.
+    """
+
+    def __init__(self, context, builder, dtype, vector_bytes: int = VECTOR_BYTES):
         self.context, self.builder = context, builder
-        self.lanes = lanes(dtype)
+        self.lanes = lanes(dtype) * vector_bytes // VECTOR_BYTES
         scalar = context.get_value_type(dtype)
         self.type = ir.VectorType(scalar, self.lanes)
         self._fma = cgutils.get_or_insert_function(
