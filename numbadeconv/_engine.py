@@ -55,7 +55,7 @@ OUTER_JOB_WEIGHTS_PER_PIXEL = 1024
 #: blocks, when a pixel's reduction runs (taps x input channels) are this long.
 TILED_MIN_SPAN = 24
 
-#: The outer-product kernel computes output channels in blocks of 8 or 16
+#: The outer-product kernel computes output channels in blocks of 8 to 64
 #: (:func:`outer.block_width`): it is chosen when at least this fraction of a group's blocks are
 #: real channels ...
 OUTER_MIN_FILL = 0.6
