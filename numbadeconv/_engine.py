@@ -707,10 +707,14 @@ def _shares(work: np.ndarray, threads: int) -> tuple[float, float]:
     return float(np.max(np.diff(cumulative[bounds]))), float(cumulative[-1]) / threads
 
 
-def _finer(total: int, size: int) -> list[int]:
-    """Sizes of equal blocks of ``total``, from blocks of ``size`` to JOB_SPLIT_MAX times finer."""
+def _finer(total: int, size: int, coarser: bool = False) -> list[int]:
+    """Sizes of equal blocks of ``total``, from blocks of ``size`` to JOB_SPLIT_MAX times finer.
+
+    With ``coarser``, from blocks up to twice as large.
+    """
     count = -(-total // size)
-    return sorted({-(-total // k) for k in range(count, min(total, JOB_SPLIT_MAX * count) + 1)},
+    least = -(-count // 2) if coarser else count
+    return sorted({-(-total // k) for k in range(least, min(total, JOB_SPLIT_MAX * count) + 1)},
                   reverse=True)
 
 
@@ -763,11 +767,15 @@ def _balanced_blocking(plan: CorrelationPlan, threads: int, images: int, rows: i
         return (n_images[:, None, None, None] * n_blocks[None, :, None, None]
                 * (in_phase * per_row)[None, None]).ravel()  # [image, chunk, row block, phase]
 
-    row_sizes = _finer(m_max, rows)
+    # the outer-product kernel's jobs may also be larger than the caches want (at least
+    # OUTER_JOB_PIXELS): 28 rows x 8 images x 2 blocks of 64 channels are 64 jobs of 7 rows,
+    # not 56 of 4 rows x 2 images, on 64 threads
+    coarser = plan.kind == "outer"
+    row_sizes = _finer(m_max, rows, coarser)
     if plan.kind == "depthwise":  # (up to eight rows per pass)
         row_sizes = [r for r in row_sizes if r <= 8 or r % 8 == 0] or [rows]
     return _most_balanced(work_of, threads, (images, rows, chunk),
-                          [_finer(n, images), row_sizes, _finer(blocks, chunk)])
+                          [_finer(n, images, coarser), row_sizes, _finer(blocks, chunk, coarser)])
 
 
 @functools.lru_cache(maxsize=512)

@@ -200,8 +200,9 @@ def test_slab_sum_is_numpys_sum(dtype, step, mode):
 def many_threads(request, monkeypatch):
     """Calls with their jobs blocked and shared for more threads than this machine has.
 
-    The calls' jobs and thread shares are those of this many threads (finer jobs where they
-    balance the shares better: ``_engine._most_balanced``; filter gradients in slabs and chunks
+    The calls' jobs and thread shares are those of this many threads (finer jobs, or for the
+    outer-product kernel coarser ones, where they balance the shares better:
+    ``_engine._most_balanced``; filter gradients in slabs and chunks
     of output channels, as FILTER_GRAD_SLAB_BYTES makes large ones; the slab sum's smaller
     jobs); the shares run on the threads there are.
     """
@@ -215,9 +216,24 @@ def many_threads(request, monkeypatch):
     _engine.plan_filter_grad.cache_clear()
 
 
+def test_job_sizes_for_the_balance():
+    # equal blocks of 28 rows from blocks of 4: up to 4x finer, or (the outer-product kernel's)
+    # up to twice as large
+    assert _engine._finer(28, 4) == [4, 3, 2, 1]
+    assert _engine._finer(28, 4, coarser=True) == [7, 6, 5, 4, 3, 2, 1]
+    assert _engine._finer(6, 2, coarser=True) == [3, 2, 1]
+    # 8 images x 28 rows x 2 blocks of 64 output channels (AVX-512) on 64 threads: 64 jobs of
+    # 7 rows, not 56 of 2 images x 4 rows
+    plan = _engine.plan_conv2d((8, 28, 28, 512), (1, 1, 512, 128), (1, 1), (1, 1), (0, 0),
+                               (28, 28), 1, itemsize=4)
+    if plan.meta[17] == 64:
+        assert _engine._blocked_meta(plan, 64)[1] == 64
+
+
 @pytest.mark.parametrize("name", ["outer, partial channel block", "outer, grouped, strided",
                                   "outer, small image, taps skipped", "outer, blocks of 8",
                                   "outer, runs in several passes", "outer, few input channels",
+                                  "outer, two blocks of 4 wide vectors, dilated",
                                   "tiled, explicit asymmetric", "depthwise, stride 2",
                                   "rowwise (one channel)"])
 def test_job_blocking_for_many_threads(name, many_threads):
