@@ -758,10 +758,21 @@ def _balanced_blocking(plan: CorrelationPlan, threads: int, images: int, rows: i
     pixel_taps = phases[:, correlate.Q] * phases[:, correlate.T] * phases[:, correlate.U]
     n, m_max = plan.out_shape[0], int(m.max())
     per_row = pixel_taps * (plan.macs / max(1, n * int((m * pixel_taps).sum())) / blocks)
+    # each row's part of that: the share of its row taps that read inside the source (the
+    # kernels skip the others: the edge rows of a 4x4 image under a 5x5 window), summed from
+    # row 0 of each phase
+    top, step, height = int(plan.meta[11]), int(plan.meta[1]), int(plan.meta[18])
+    inside = np.zeros((len(phases), m_max + 1))
+    for p, (n_rows, n_taps, first_tap) in enumerate(phases[:, [correlate.M, correlate.T,
+                                                                correlate.TH]]):
+        source_rows = (np.arange(n_rows)[:, None] * step
+                       + plan.toffs[first_tap:first_tap + n_taps] - top)
+        reads = ((source_rows >= 0) & (source_rows < height)).sum(axis=1) / max(1, n_taps)
+        inside[p, 1:] = np.cumsum(np.pad(reads, (0, m_max - n_rows)))
 
     def work_of(images: int, rows: int, chunk: int) -> np.ndarray:
-        first_rows = np.arange(-(-m_max // rows))[:, None] * rows
-        in_phase = np.clip(np.minimum(first_rows + rows, m) - first_rows, 0, None)
+        first_rows = np.arange(0, m_max, rows)
+        in_phase = (inside[:, np.minimum(first_rows + rows, m_max)] - inside[:, first_rows]).T
         n_images = np.minimum(images, n - np.arange(0, n, images))
         n_blocks = np.minimum(chunk, blocks - np.arange(0, blocks, chunk))
         return (n_images[:, None, None, None] * n_blocks[None, :, None, None]
