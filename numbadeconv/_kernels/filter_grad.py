@@ -187,15 +187,15 @@ def filter_grad_serial(src, dy, out, meta, first, last):
                                    w_step)
                     if block == 32:
                         runs32_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w, wo,
-                                       span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, 1,
+                                       span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, 1, 0,
                                        x_step, w_step)
                     elif block == 16:
                         runs16_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w, wo,
-                                       span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, 1,
+                                       span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, 1, 0,
                                        x_step, w_step)
                     else:
                         runs8_strided(acc, ao, x, x_off, t * n_pix, rx, rw, r0, r1, w, wo,
-                                      span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, 1,
+                                      span, zeros, r_lo == 0, o_flat, ci_out, d_add, end, 1, 0,
                                       x_step, w_step)
         if cog % block and b_hi == blocks:  # the last block is partial: from acc
             b = blocks - 1

@@ -154,24 +154,24 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: b
     """The micro-kernel of ``block`` output channels, ``n_pair`` elements per broadcast.
 
     ``run(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first, dst, out,
-    d_add, direct, n_tiles, n_small)`` computes ``n_tiles`` consecutive tiles' runs ``r_lo`` to
-    ``r_hi``, ``span`` elements of each, a tile at a time in registers, then ``n_small`` smaller
-    tiles' (of :func:`small_tile_pixels`)::
+    d_add, direct, n_tiles, n_small, x_step, w_step)`` computes ``n_tiles`` consecutive tiles'
+    runs ``r_lo`` to ``r_hi``, ``span`` elements of each, a tile at a time in registers, then
+    ``n_small`` smaller tiles' (of :func:`small_tile_pixels`)::
 
-        acc[ao + p*B + c] += sum_{r, k} x[xo[xs + p] + runs_x[r] + k] * w[wo + runs_w[r] + k*B + c]
+        acc[ao + p*B + c] += sum_{r, k} x[xo[xs + p] + runs_x[r] + k*x_step]
+                                        * w[wo + runs_w[r] + k*w_step + c]
 
     for the tiles' pixels ``p < n_tiles * P + n_small * S`` (``B = block``, ``P`` pixels per tile,
-    :func:`tile_pixels`, ``S`` per small tile; the weights of ``n_pair`` elements interleaved,
-    :func:`pair`, ``span`` a multiple of it): ``acc[ao:]`` holds the tiles between calls;
+    :func:`tile_pixels`, ``S`` per small tile; with ``n_pair`` 2, element pairs ``k`` and
+    ``k + 1``, ``x_step`` 2 and ``w_step`` 2B, their weights interleaved, :func:`pair`, ``span``
+    a multiple of 2): ``acc[ao:]`` holds the tiles between calls;
     ``xo[xs:]`` (int64) the pixels' offsets in ``x``, ``runs_x`` and ``runs_w`` (int64) the runs'
     offsets. With ``first`` a tile starts from the bias ``b[:B]`` instead of ``acc``; with
-    ``direct`` it ends in ``dst[out[xs + p] + d_add:]`` instead of ``acc``. ``strided``: ``run``
-    takes ``x_step`` and ``w_step`` instead of ``n_small`` (no small tiles), and element ``k`` of
-    a run is at ``k*x_step`` in ``x`` and ``k*w_step`` in ``w`` (single elements, no pairs: the
-    filter gradient's and the planar kernel's runs); ``x_strided``: ``run`` takes ``x_step``
-    after ``n_small``, element ``k`` at ``k*x_step`` in ``x`` and ``k*B`` in ``w`` (single
-    elements: the runs of an NHWC source, step 1, or an NCHW one, a plane). All offsets are in
-    bounds.
+    ``direct`` it ends in ``dst[out[xs + p] + d_add:]`` instead of ``acc``. The steps are
+    compiled in (``n_pair`` and ``n_pair*B``) unless ``strided`` (both taken at run time; no
+    small tiles, ``n_small`` 0: the filter gradient's and the planar kernel's runs) or
+    ``x_strided`` (``x_step`` at run time, ``w_step`` B: the runs of an NHWC source, step 1, or
+    an NCHW one, a plane); single elements when either. All offsets are in bounds.
 
     The tiles' code is a function of its own in the calling kernel's module, compiled in AVX2's
     16 vector registers (:func:`.simd.vex_only`) unless its tiles are :data:`WIDE`, and unless
@@ -209,13 +209,12 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: b
             return found
         flag = ir.IntType(1)
         function = ir.Function(module, ir.FunctionType(
-            ir.VoidType(), [*pointer_types, flag, flag,
-                            *[simd.I64] * (4 + 1 + strided + x_strided)]), name)
+            ir.VoidType(), [*pointer_types, flag, flag, *[simd.I64] * 7]), name)
         function.linkage = "internal"
         function.attributes.add("alwaysinline" if inline else "noinline")
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         (acc_0, x_p, xo_0, rx_p, rw_p, w_p, b_p, d_p, out_0, first_v, direct_v, r_lo_v,
-         r_hi_v, span_v, n_tiles_v, *rest) = function.args
+         r_hi_v, span_v, n_tiles_v, n_small_v, x_step_v, w_step_v) = function.args
         itemsize = 4 if dtype == types.float32 else 8
         v = simd.Vectors(context, builder, dtype, vector_bytes(block, itemsize))
         lanes = v.lanes
@@ -271,12 +270,8 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: b
                     run_w = v.at(w_p, builder.load(builder.gep(rw_p, [r])))
                     rows = [v.at(pixel, run_x) for pixel in pixels]
                     # steps between consecutive elements (pairs) of a run, in x and in w
-                    x_step, w_step = (ir.Constant(simd.I64, n_pair),
-                                      ir.Constant(simd.I64, block * n_pair))
-                    if strided:
-                        x_step, w_step = rest
-                    elif x_strided:
-                        x_step = rest[1]
+                    x_step = x_step_v if strided or x_strided else ir.Constant(simd.I64, n_pair)
+                    w_step = w_step_v if strided else ir.Constant(simd.I64, block * n_pair)
                     n_steps = builder.sdiv(span_v, ir.Constant(simd.I64, n_pair))
                     with cgutils.for_range(builder, n_steps) as steps:
                         k = steps.index
@@ -305,34 +300,17 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: b
         if not strided:  # then the small tiles
             n_small = small_tile_pixels(block, itemsize, n_pair)
             done = builder.mul(n_tiles_v, ir.Constant(simd.I64, n_pix))
-            tiles(rest[0], n_small, v.at(acc_0, builder.mul(done, ir.Constant(simd.I64, block))),
+            tiles(n_small_v, n_small, v.at(acc_0, builder.mul(done,
+                                                              ir.Constant(simd.I64, block))),
                   v.at(xo_0, done), v.at(out_0, done))
         builder.ret_void()
         return function
 
-    if x_strided:
-        @intrinsic
-        def run_x_strided(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span,
-                          b, first, dst, out, d_add, direct, n_tiles, n_small, x_step):
-            return types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b,
-                              first, dst, out, d_add, direct, n_tiles, n_small, x_step), codegen
-
-        return run_x_strided
-
-    if strided:
-        @intrinsic
-        def run_strided(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span,
-                        b, first, dst, out, d_add, direct, n_tiles, x_step, w_step):
-            return types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b,
-                              first, dst, out, d_add, direct, n_tiles, x_step, w_step), codegen
-
-        return run_strided
-
     @intrinsic
     def run(typingctx, acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
-            dst, out, d_add, direct, n_tiles, n_small):
+            dst, out, d_add, direct, n_tiles, n_small, x_step, w_step):
         return types.void(acc, ao, x, xo, xs, runs_x, runs_w, r_lo, r_hi, w, wo, span, b, first,
-                          dst, out, d_add, direct, n_tiles, n_small), codegen
+                          dst, out, d_add, direct, n_tiles, n_small, x_step, w_step), codegen
 
     return run
 
@@ -501,23 +479,23 @@ def outer_serial(src, weights, dst, phases, toffs, meta, bias, first, last):
                             if block == 64:
                                 _runs64(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                        n_tiles, n_rest, x_ch)
+                                        n_tiles, n_rest, x_ch, block)
                             elif block == 32:
                                 _runs32(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                        n_tiles, n_rest, x_ch)
+                                        n_tiles, n_rest, x_ch, block)
                             elif block == 16:
                                 _runs16(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                         e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                        n_tiles, n_rest, x_ch)
+                                        n_tiles, n_rest, x_ch, block)
                             elif n_pair == 2:
                                 _runs8(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi, weights, wc,
                                        e_hi - e_lo, b_block, begin, d_flat, out, d_add, end,
-                                       n_tiles, n_rest)
+                                       n_tiles, n_rest, 2, 2 * block)
                             else:
                                 _runs8_single(acc, ao, flat, xo, xs, tap_x, tap_w, lo, hi,
                                               weights, wc, e_hi - e_lo, b_block, begin, d_flat,
-                                              out, d_add, end, n_tiles, n_rest, x_ch)
+                                              out, d_add, end, n_tiles, n_rest, x_ch, block)
                             begin = False
                 if direct and reads:
                     continue

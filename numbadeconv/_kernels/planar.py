@@ -115,11 +115,11 @@ def planar_serial(src, weights, dst, toffs, meta, bias, first, last):
                     if block == 16:
                         runs16_strided_inline(acc, ao, weights, xo, 0, runs_x, runs_w, 0, n_runs,
                                               x, wo + x0, n_u, acc, False, d_flat, out,
-                                              y * ow + x0, direct, 1, 1, u_step)
+                                              y * ow + x0, direct, 1, 0, 1, u_step)
                     else:
                         runs8_strided_inline(acc, ao, weights, xo, 0, runs_x, runs_w, 0, n_runs,
                                              x, wo + x0, n_u, acc, False, d_flat, out,
-                                             y * ow + x0, direct, 1, 1, u_step)
+                                             y * ow + x0, direct, 1, 0, 1, u_step)
                     if not direct:
                         for p in range(n_pix):
                             for c in range(ow):
