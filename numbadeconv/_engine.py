@@ -723,12 +723,12 @@ def _most_balanced(work_of, threads: int, preferred: tuple[int, ...],
     """The job blocking that shares the work best over ``threads``.
 
     ``work_of(*blocking)`` gives the jobs' multiply-adds in their order; ``preferred`` is the
-    blocking that the caches want and ``sizes`` each of its sizes' candidates, finer (at most
-    JOB_SPLIT_MAX times more jobs in all). The blocking whose largest share (:func:`_shares`) is
-    least, by 1 % or more, else the one with the fewer jobs. Equal numbers of jobs per thread are
-    equal work only when the jobs are: rows in blocks of 9 and 5 (ResNet 14x14x256); 56 jobs on
-    16 threads (shares of 4 are 1.14x the mean); phases of 9, 6, 6 and 4 taps (5x5 windows at
-    stride 2).
+    blocking that the caches want and ``sizes`` each of its sizes' candidates, finer or coarser
+    (:func:`_finer`; at most JOB_SPLIT_MAX times more jobs in all). The blocking whose largest
+    share (:func:`_shares`) is least, by 1 % or more, else the one with the fewer jobs. Equal
+    numbers of jobs per thread are equal work only when the jobs are: rows in blocks of 9 and 5
+    (ResNet 14x14x256); 56 jobs on 16 threads (shares of 4 are 1.14x the mean); phases of 9, 6,
+    6 and 4 taps (5x5 windows at stride 2).
     """
     work = work_of(*preferred)
     best, mean = _shares(work, threads)
@@ -903,7 +903,8 @@ def _reads_channels_first(plan: CorrelationPlan, src: np.ndarray) -> bool:
     if not plan.meta[20] or src.flags.c_contiguous:
         return False
     _, h, w, _ = src.shape
-    return bool(plan.pack[1][8] == 1 and h * w * src.itemsize % NCHW_ALIASED_PLANE_BYTES
+    pair = plan.pack[1][8]  # (copies.pack's P: input elements per broadcast)
+    return bool(pair == 1 and h * w * src.itemsize % NCHW_ALIASED_PLANE_BYTES
                 and src.transpose(0, 3, 1, 2).flags.c_contiguous)
 
 

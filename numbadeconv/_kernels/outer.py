@@ -183,7 +183,7 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: b
     """
     def codegen(context, builder, signature, args):
         (acc_a, ao_v, x_a, xo_a, xs_v, rx_a, rw_a, r_lo_v, r_hi_v, w_a, wo_v, span_v, b_a,
-         first_v, dst_a, out_a, d_add_v, direct_v, n_tiles_v, *rest) = args
+         first_v, dst_a, out_a, d_add_v, direct_v, n_tiles_v, n_small_v, x_step_v, w_step_v) = args
         arg = signature.args
         v = simd.Vectors(context, builder, arg[0].dtype)
         # the arrays' data pointers, at the offsets the call gives, and the scalars
@@ -194,7 +194,7 @@ def _outer_runs(block: int, n_pair: int = 1, strided: bool = False, x_strided: b
                     v.at(v.data(out_a, arg[15]), xs_v)]
         flags = [context.cast(builder, first_v, arg[13], types.boolean),
                  context.cast(builder, direct_v, arg[17], types.boolean)]
-        scalars = [r_lo_v, r_hi_v, span_v, n_tiles_v, *rest]
+        scalars = [r_lo_v, r_hi_v, span_v, n_tiles_v, n_small_v, x_step_v, w_step_v]
         function = tile_function(context, builder.module, arg[0].dtype,
                                  [p.type for p in pointers])
         builder.call(function, [*pointers, *flags, *scalars])
