@@ -182,6 +182,36 @@ def test_filter_grad_over_copied_pixels(name, dtype, mode, copied_pixels):
                                              dilations=dilation), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("op", ["conv2d_transpose", "conv2d_backprop_filter"])
+def test_kept_padded_copy_is_written_over(op, mode, monkeypatch):
+    """A thread's kept zero-padded copy serves its next call of the same shapes: each call gets
+    its own result, the first call's NaN (where the second call's frame has padding) gone."""
+    kept = []
+    real = _engine._kept_array
+    monkeypatch.setattr(_engine, "_kept_array", lambda role, *a: kept.append(role) or real(
+        role, *a))
+    rng = np.random.default_rng(5)
+    # a k5 s2 transpose 48 -> 256 (the outer-product kernel reads a padded copy), and a
+    # filter gradient; padding 2 before and 1 after, then 1 before and 2 after: the same frame
+    w_shape = (5, 5, 256, 48)
+    pads = [[[0, 0], [2, 1], [2, 1], [0, 0]], [[0, 0], [1, 2], [1, 2], [0, 0]]]
+    x = rng.standard_normal((2, 2, 10, 10, 256))
+    x[0, 0, 0, 0, 0] = np.nan
+    dy = rng.standard_normal((2, 2, 5, 5, 48))
+    dy[0, 0, 0, 0, 0] = np.nan
+    w = rng.standard_normal(w_shape)
+    threads = min(mode, numba.config.NUMBA_NUM_THREADS)
+    for k in range(2):
+        if op == "conv2d_transpose":
+            got = nd.conv2d_transpose(dy[k], w, x[k].shape, 2, pads[k], threads=threads)
+            expected = reference_conv2d_transpose(dy[k], w, x[k].shape, 2, pads[k])
+        else:
+            got = nd.conv2d_backprop_filter(x[k], w_shape, dy[k], 2, pads[k], threads=threads)
+            expected = reference_conv2d_backprop_filter(x[k], w_shape, dy[k], 2, pads[k])
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+    assert kept.count("source") == 2, kept
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("step", [filter_grad.SUM_ELEMENTS, filter_grad.SUM_MIN_ELEMENTS])
 def test_slab_sum_is_numpys_sum(dtype, step, mode):
