@@ -185,20 +185,21 @@ def test_filter_grad_over_copied_pixels(name, dtype, mode, copied_pixels):
 @pytest.mark.parametrize("op", ["conv2d_transpose", "conv2d_backprop_filter"])
 def test_kept_padded_copy_is_written_over(op, mode, monkeypatch):
     """A thread's kept zero-padded copy serves its next call of the same shapes: each call gets
-    its own result, the first call's NaN (where the second call's frame has padding) gone."""
+    its own result, the first call's NaN (at corners where the second call's frame has padding)
+    gone."""
     kept = []
     real = _engine._kept_array
     monkeypatch.setattr(_engine, "_kept_array", lambda role, *a: kept.append(role) or real(
         role, *a))
     rng = np.random.default_rng(5)
     # a k5 s2 transpose 48 -> 256 (the outer-product kernel reads a padded copy), and a
-    # filter gradient; padding 2 before and 1 after, then 1 before and 2 after: the same frame
+    # filter gradient; padding 3 before, then 3 after: frames of one size, the data elsewhere
     w_shape = (5, 5, 256, 48)
-    pads = [[[0, 0], [2, 1], [2, 1], [0, 0]], [[0, 0], [1, 2], [1, 2], [0, 0]]]
+    pads = [[[0, 0], [3, 0], [3, 0], [0, 0]], [[0, 0], [0, 3], [0, 3], [0, 0]]]
     x = rng.standard_normal((2, 2, 10, 10, 256))
-    x[0, 0, 0, 0, 0] = np.nan
+    x[0, 0, [0, -1], [0, -1]] = np.nan
     dy = rng.standard_normal((2, 2, 5, 5, 48))
-    dy[0, 0, 0, 0, 0] = np.nan
+    dy[0, 0, [0, -1], [0, -1]] = np.nan
     w = rng.standard_normal(w_shape)
     threads = min(mode, numba.config.NUMBA_NUM_THREADS)
     for k in range(2):
